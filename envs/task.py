@@ -1,0 +1,161 @@
+"""The locomotion task shared by the Brax env and the Gymnasium env.
+
+Velocity commands, gait labels, named reward terms and the fall test. Every
+function takes an array namespace ``xp`` (``numpy`` or ``jax.numpy``) so the
+Brax env (jitted) and the Gymnasium env (numpy) compute the same numbers from
+the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, PHYSICS,
+                          PhysicsConfig, motor_targets)
+
+GAITS: tuple[str, ...] = ("trot", "pace", "bound", "pronk")
+COMMAND_DIM = 3  # (vx m/s, vy m/s, yaw rate rad/s), body frame
+
+
+def gait_index(gait: str) -> int:
+    """Index of a gait name in :data:`GAITS`; ValueError names the choices."""
+    if gait not in GAITS:
+        raise ValueError(f"unknown gait {gait!r}; expected one of {GAITS}")
+    return GAITS.index(gait)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandRanges:
+    """Uniform ranges that velocity commands are sampled from.
+
+    Attributes:
+      vx: forward velocity range (m/s), body frame.
+      vy: lateral velocity range (m/s), body frame.
+      yaw_rate: yaw rate range (rad/s).
+    """
+
+    vx: tuple[float, float] = (-0.5, 1.0)
+    vy: tuple[float, float] = (-0.5, 0.5)
+    yaw_rate: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self):
+        for name in ("vx", "vy", "yaw_rate"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"CommandRanges.{name}: low {lo} > high {hi}")
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.array([self.vx[0], self.vy[0], self.yaw_rate[0]], np.float32)
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.array([self.vx[1], self.vy[1], self.yaw_rate[1]], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the named reward terms (reward = sum of weight * term * dt).
+
+    Values follow MuJoCo Playground's Go1 joystick task.
+    """
+
+    tracking_lin_vel: float = 1.0
+    tracking_ang_vel: float = 0.5
+    lin_vel_z: float = -0.5
+    ang_vel_xy: float = -0.05
+    orientation: float = -5.0
+    torques: float = -2e-4
+    action_rate: float = -0.01
+    feet_air_time: float = 0.1
+    termination: float = -1.0
+    tracking_sigma: float = 0.25
+    """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
+
+    def as_dict(self) -> dict[str, float]:
+        d = dataclasses.asdict(self)
+        d.pop("tracking_sigma")
+        return d
+
+
+def quat_rotate_inverse(q, v, xp=np):
+    """Rotates world vectors into the body frame.
+
+    Args:
+      q: (..., 4) unit quaternions (w, x, y, z), body-to-world.
+      v: (..., 3) world-frame vectors.
+
+    Returns:
+      (..., 3) the same vectors in the body frame.
+    """
+    w, qv = q[..., :1], q[..., 1:]
+    a = v * (2.0 * w**2 - 1.0)
+    b = xp.cross(qv, v) * w * 2.0
+    c = qv * xp.sum(qv * v, axis=-1, keepdims=True) * 2.0
+    return a - b + c
+
+
+def projected_gravity(x, xp=np):
+    """(..., 3) unit gravity direction in the body frame; (0, 0, -1) when upright."""
+    down = xp.zeros(x.shape[:-1] + (3,), x.dtype) + xp.asarray([0.0, 0.0, -1.0], x.dtype)
+    return quat_rotate_inverse(x[..., BASE_QUAT], down, xp)
+
+
+def body_linvel(x, xp=np):
+    """(..., 3) trunk linear velocity in the body frame (m/s)."""
+    return quat_rotate_inverse(x[..., BASE_QUAT], x[..., BASE_LINVEL], xp)
+
+
+def servo_torque(x, u, config: PhysicsConfig = PHYSICS, xp=np):
+    """(..., 12) servo torques (N m) at state x for action u, clipped to the limits."""
+    tau = config.kp * (motor_targets(u, config, xp) - x[..., JOINT_POS])
+    limit = xp.asarray(config.torque_limit, x.dtype)
+    return xp.clip(tau, -limit, limit)
+
+
+def is_fallen(x, xp=np):
+    """True where the trunk is below 0.12 m or tilted more than ~60 degrees."""
+    return (x[..., BASE_POS][..., 2] < 0.12) | (projected_gravity(x, xp)[..., 2] > -0.5)
+
+
+def reward_terms(x, u, u_prev, command, air_time, first_contact, fallen, weights: RewardWeights = RewardWeights(),
+                 config: PhysicsConfig = PHYSICS, xp=np) -> dict:
+    """Unweighted named reward terms for one control step.
+
+    Args:
+      x: (..., 37) state after the step.
+      u: (..., 12) action of the step; u_prev: (..., 12) the action before.
+      command: (..., 3) velocity command (vx, vy, yaw rate), body frame.
+      air_time: (..., 4) time (s) each foot had been in the air when it landed.
+      first_contact: (..., 4) 1.0 where a foot touched down in this step.
+      fallen: (...,) bool, the episode ends in a fall.
+
+    Returns:
+      dict name -> (...,) term; :func:`total_reward` weighs and sums them.
+    """
+    v_body = body_linvel(x, xp)
+    w_body = x[..., BASE_ANGVEL]
+    lin_err = xp.sum((command[..., :2] - v_body[..., :2]) ** 2, axis=-1)
+    yaw_err = (command[..., 2] - w_body[..., 2]) ** 2
+    moving = (xp.linalg.norm(command, axis=-1) > 0.05).astype(x.dtype)
+    return {
+        "tracking_lin_vel": xp.exp(-lin_err / weights.tracking_sigma),
+        "tracking_ang_vel": xp.exp(-yaw_err / weights.tracking_sigma),
+        "lin_vel_z": v_body[..., 2] ** 2,
+        "ang_vel_xy": xp.sum(w_body[..., :2] ** 2, axis=-1),
+        "orientation": xp.sum(projected_gravity(x, xp)[..., :2] ** 2, axis=-1),
+        "torques": xp.sum(servo_torque(x, u, config, xp) ** 2, axis=-1),
+        "action_rate": xp.sum((u - u_prev) ** 2, axis=-1),
+        "feet_air_time": xp.sum((air_time - 0.1) * first_contact, axis=-1) * moving,
+        "termination": xp.asarray(fallen, x.dtype),
+    }
+
+
+def total_reward(terms: Mapping, weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS):
+    """Reward = ctrl_dt * sum_k weight_k * term_k."""
+    w = weights.as_dict()
+    return config.ctrl_dt * sum(w[k] * terms[k] for k in w)
+

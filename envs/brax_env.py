@@ -1,0 +1,245 @@
+"""Brax ``PipelineEnv`` of the Go1 joystick task, on the physics of :func:`envs.rollout.step`.
+
+One env step is exactly :func:`envs.rollout.step_data` on the MJX data held
+in ``State.pipeline_state``: servo targets from the action
+(:func:`envs.physics.motor_targets`), then ``PHYSICS.n_substeps`` MJX steps.
+The Brax PPO expert, the differentiable rollout and the Gymnasium env
+therefore simulate the same robot, and the 37 numbers of the obs are the
+whole Markov state (``envs.rollout.step(obs[:37], u)`` is the next state).
+
+Why Brax's own mjx pipeline does not step the physics: it would build a second
+MJX model from the Brax ``System`` and run the substeps in a ``scan``, which
+agrees with the rollout only to float error (measured 4e-6). The ``System``
+from :func:`brax.io.mjcf.load_model` is still the env's ``sys`` (for
+``pipeline_init``, ``dt``, ``action_size`` and rendering).
+
+Observation, ``obs`` in R^44 (same layout as the Gymnasium env):
+
+=======  =======  ===================================================
+index    name     meaning (units)
+=======  =======  ===================================================
+0:37     state    x = qpos ++ qvel, layout in :mod:`envs.physics`
+37:40    command  (vx m/s, vy m/s, yaw rate rad/s), body frame
+40:44    gait     one-hot over :data:`envs.task.GAITS`
+=======  =======  ===================================================
+
+Action, ``action`` in [-1, 1]^12, order FR, FL, RR, RL x (hip, thigh, calf):
+servo target = default pose + 0.5 rad * action, clipped to the joint ranges.
+
+``State.info``: ``rng``, ``command`` (3,), ``gait`` () int32 index into
+``GAITS``, ``last_act`` (12,), ``feet_air_time`` (4,) s, ``last_contact``
+(4,) bool, ``step`` () int32 steps since the last command resample.
+``State.metrics``: ``reward/<name>`` for each unweighted term of
+:func:`envs.task.reward_terms`; ``reward == envs.task.total_reward(terms)``.
+
+Episodes: ``done`` is a fall (:func:`envs.task.is_fallen`) or a non-finite
+state. Time limits and auto-reset are the Brax training wrappers' job
+(``brax.envs.training.wrap(env, episode_length=...)``). Because Brax's
+``AutoResetWrapper`` restores only ``pipeline_state`` and ``obs``, this env
+clears its own bookkeeping on ``done`` (new command and gait, zero air time,
+last action and step counter).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax import base as brax_base
+from brax.envs.base import PipelineEnv, State
+from brax.io import mjcf
+
+from envs import physics
+from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
+                          PhysicsConfig)
+from envs.rollout import data_from_state, mjx_model, state_from_data, step_data
+from envs.task import (COMMAND_DIM, GAITS, CommandRanges, RewardWeights, gait_index, is_fallen, reward_terms,
+                       total_reward)
+
+FOOT_RADIUS: float = 0.023
+"""Radius (m) of the foot spheres in ``assets/go1.xml``; the constructor checks the model agrees."""
+CONTACT_MARGIN: float = 0.005
+"""Slack (m) above the foot radius within which a foot still counts as touching the floor."""
+FOOT_CONTACT_HEIGHT: float = FOOT_RADIUS + CONTACT_MARGIN
+"""A foot is in contact when its site (the sphere centre) is below this height: 0.028 m.
+
+The heights are ``d.site_xpos`` after the control step, i.e. the kinematics
+of the start of its last substep (MJX updates positions before integrating),
+4 ms behind the state: the same convention as MuJoCo Playground.
+"""
+INIT_JOINT_NOISE: float = 0.1
+"""With ``randomize_init``: joint angles at reset are home +- U(this) rad, clipped to the ranges."""
+
+OBS_DIM: int = STATE_DIM + COMMAND_DIM + len(GAITS)  # 44
+OBSERVATION_STRUCTURE: dict[str, int] = {"state": STATE_DIM, "command": COMMAND_DIM, "gait": len(GAITS)}
+
+
+class Go1Env(PipelineEnv):
+    """Go1 velocity-command (joystick) task on MJX, for Brax training (PPO) and data collection.
+
+    Args:
+      command_ranges: uniform ranges the velocity commands are drawn from.
+      reward_weights: weights of the named reward terms.
+      gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset
+        and after a fall.
+      resample_command_steps: a new command is drawn every this many steps
+        (and after a fall).
+      randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
+        joint angles and turn the robot to a uniform random yaw.
+      config: physics config (the default is the project's frozen contract).
+      backend: must be "mjx"; accepted so Brax's ``envs.get_environment`` style
+        kwargs work.
+    """
+
+    observation_structure: dict[str, int] = OBSERVATION_STRUCTURE
+    """Size of each obs block, in order (as Gymnasium's MuJoCo envs expose it)."""
+
+    def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
+                 gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500, randomize_init: bool = True,
+                 config: PhysicsConfig = PHYSICS, backend: str = "mjx"):
+        if backend != "mjx":
+            raise ValueError(f"Go1Env only supports backend='mjx', got {backend!r}")
+        if not gaits:
+            raise ValueError("gaits must name at least one gait, got ()")
+        if resample_command_steps < 1:
+            raise ValueError(f"resample_command_steps must be >= 1, got {resample_command_steps}")
+        gait_ids = np.array([gait_index(g) for g in gaits], np.int32)  # ValueError on an unknown name
+        # brax's load_model writes into the model's range arrays: give it a copy of the shared cached model.
+        mj_model = copy.copy(physics.load_mj_model(config))
+        foot_radius = [float(mj_model.geom(name).size[0]) for name in FOOT_SITES]
+        if not np.allclose(foot_radius, FOOT_RADIUS, rtol=0, atol=1e-9):
+            raise ValueError(f"foot radii in the MJCF {foot_radius} != FOOT_RADIUS {FOOT_RADIUS}")
+        with warnings.catch_warnings():  # "Brax System ... not actively being maintained": we only use its fields
+            warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
+            system = mjcf.load_model(mj_model)
+        super().__init__(system, backend="mjx", n_frames=config.n_substeps)
+
+        self.command_ranges = command_ranges
+        self.reward_weights = reward_weights
+        self.gaits = tuple(gaits)
+        self.resample_command_steps = int(resample_command_steps)
+        self.randomize_init = bool(randomize_init)
+        self.config = config
+        self._gait_ids = gait_ids
+        self._foot_site_ids = np.array([mj_model.site(name).id for name in FOOT_SITES])
+        self._body_rootid = np.asarray(mj_model.body_rootid[1:])
+        # Build the rollout's cached MJX model outside any trace: built lazily inside a jit, the
+        # cache would hold tracers and every later trace would fail with UnexpectedTracerError.
+        mjx_model(config)
+        data_from_state(jnp.asarray(config.home_state), config)
+
+    # ---- Brax API -------------------------------------------------------------------------------------------
+
+    @property
+    def observation_size(self) -> int:
+        return OBS_DIM
+
+    @property
+    def action_size(self) -> int:
+        return ACTION_DIM
+
+    def pipeline_step(self, pipeline_state, action: jax.Array):
+        """One control step: exactly ``envs.rollout.step_data(pipeline_state, action)``.
+
+        Unlike Brax's ``PipelineEnv.pipeline_step``, ``action`` is the raw
+        action u (12,) in [-1, 1], not the actuator ctrl. Brax's derived
+        fields (``q``, ``qd``, ``x``, ``xd``) are refreshed from the new data;
+        its ``contact`` field is left as set at init (MJX keeps the contacts
+        in ``data._impl.contact``).
+        """
+        d = step_data(pipeline_state, action, self.config)
+        x = brax_base.Transform(pos=d.xpos[1:], rot=d.xquat[1:])
+        cvel = brax_base.Motion(vel=d.cvel[1:, 3:], ang=d.cvel[1:, :3])
+        offset = brax_base.Transform.create(pos=d.xpos[1:] - d.subtree_com[self._body_rootid])
+        return d.replace(q=d.qpos, qd=d.qvel, x=x, xd=offset.vmap().do(cvel))
+
+    def reset(self, rng: jax.Array) -> State:
+        """New episode from the home pose (randomised if ``randomize_init``), command and gait drawn from rng."""
+        rng, k_cmd, k_gait, k_joint, k_yaw = jax.random.split(rng, 5)
+        x0 = jnp.asarray(self.config.home_state)  # (37,)
+        if self.randomize_init:
+            lower = jnp.asarray(self.config.joint_lower)
+            upper = jnp.asarray(self.config.joint_upper)
+            noise = jax.random.uniform(k_joint, (ACTION_DIM,), minval=-INIT_JOINT_NOISE, maxval=INIT_JOINT_NOISE)
+            yaw = jax.random.uniform(k_yaw, (), minval=-math.pi, maxval=math.pi)
+            quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])  # (w, x, y, z)
+            x0 = x0.at[JOINT_POS].set(jnp.clip(x0[JOINT_POS] + noise, lower, upper)).at[BASE_QUAT].set(quat)
+        pipeline_state = self.pipeline_init(x0[:NQ], x0[NQ:])
+
+        command = self._sample_command(k_cmd)
+        gait = self._sample_gait(k_gait)
+        info = {
+            "rng": rng,
+            "command": command,
+            "gait": gait,
+            "last_act": jnp.zeros(ACTION_DIM),
+            "feet_air_time": jnp.zeros(len(FOOT_SITES)),
+            "last_contact": self._foot_contact(pipeline_state),
+            "step": jnp.zeros((), jnp.int32),
+        }
+        metrics = {f"reward/{k}": jnp.zeros(()) for k in self.reward_weights.as_dict()}
+        obs = self._obs(state_from_data(pipeline_state), command, gait)
+        return State(pipeline_state, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One control step (20 ms) under ``action`` (12,); reward, done and bookkeeping from the new state."""
+        info = state.info
+        pipeline_state = self.pipeline_step(state.pipeline_state, action)
+        x = state_from_data(pipeline_state)  # (37,)
+        finite = jnp.all(jnp.isfinite(x))
+        x = jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # the obs and reward stay finite after a blow-up
+        done = is_fallen(x, jnp) | ~finite
+
+        contact = self._foot_contact(pipeline_state)  # (4,) bool
+        first_contact = contact & ~info["last_contact"]
+        air_time = info["feet_air_time"] + self.config.ctrl_dt  # (4,) time in the air, counting this step
+        terms = reward_terms(x, action, info["last_act"], info["command"], air_time,
+                             first_contact.astype(x.dtype), done, self.reward_weights, self.config, xp=jnp)
+        reward = total_reward(terms, self.reward_weights, self.config)
+
+        rng, k_cmd, k_gait = jax.random.split(info["rng"], 3)
+        count = info["step"] + 1
+        resample = (count >= self.resample_command_steps) | done
+        command = jnp.where(resample, self._sample_command(k_cmd), info["command"])
+        gait = jnp.where(done, self._sample_gait(k_gait), info["gait"])
+        new_info = {
+            **info,
+            "rng": rng,
+            "command": command,
+            "gait": gait,
+            "last_act": jnp.where(done, jnp.zeros_like(action), action),
+            "feet_air_time": jnp.where(contact | done, 0.0, air_time),
+            "last_contact": contact | done,  # after a reset the robot stands: no spurious touch-down
+            "step": jnp.where(resample, 0, count).astype(jnp.int32),
+        }
+        metrics = {**state.metrics, **{f"reward/{k}": v for k, v in terms.items()}}
+        obs = self._obs(x, command, gait)
+        return state.replace(pipeline_state=pipeline_state, obs=obs, reward=reward,
+                             done=done.astype(reward.dtype), metrics=metrics, info=new_info)
+
+    # ---- helpers --------------------------------------------------------------------------------------------
+
+    def _sample_command(self, rng: jax.Array) -> jax.Array:
+        """(3,) command, uniform in ``command_ranges``."""
+        return jax.random.uniform(rng, (COMMAND_DIM,), minval=jnp.asarray(self.command_ranges.low),
+                                  maxval=jnp.asarray(self.command_ranges.high))
+
+    def _sample_gait(self, rng: jax.Array) -> jax.Array:
+        """() int32 index into GAITS, uniform over ``self.gaits``."""
+        return jnp.asarray(self._gait_ids)[jax.random.randint(rng, (), 0, len(self._gait_ids))]
+
+    def _foot_contact(self, d) -> jax.Array:
+        """(4,) bool, foot site height below FOOT_CONTACT_HEIGHT, feet in FR, FL, RR, RL order."""
+        return d.site_xpos[self._foot_site_ids, 2] < FOOT_CONTACT_HEIGHT
+
+    @staticmethod
+    def _obs(x: jax.Array, command: jax.Array, gait: jax.Array) -> jax.Array:
+        return jnp.concatenate([
+            x,  # 37
+            command,  # 3
+            jax.nn.one_hot(gait, len(GAITS), dtype=x.dtype),  # 4
+        ])

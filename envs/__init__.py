@@ -8,7 +8,7 @@ import gymnasium
 
 from envs.physics import (ACTION_DIM, GO1_XML, JOINT_NAMES, PHYSICS, STATE_DIM, PhysicsConfig, load_mj_model,
                           motor_targets)
-from envs.rollout import rollout
+from envs.dynamics import rollout
 from envs.task import GAITS, CommandRanges, RewardWeights
 
 GYM_ID = "dynaflow/Go1-v0"

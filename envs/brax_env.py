@@ -1,11 +1,11 @@
-"""Brax ``PipelineEnv`` of the Go1 joystick task, on the physics of :func:`envs.rollout.step`.
+"""Brax ``PipelineEnv`` of the Go1 joystick task, on the physics of :func:`envs.dynamics.step`.
 
-One env step is exactly :func:`envs.rollout.step_data` on the MJX data held
+One env step is exactly :func:`envs.dynamics.step_data` on the MJX data held
 in ``State.pipeline_state``: servo targets from the action
 (:func:`envs.physics.motor_targets`), then ``PHYSICS.n_substeps`` MJX steps.
 The Brax PPO expert, the differentiable rollout and the Gymnasium env
 therefore simulate the same robot, and the 37 numbers of the obs are the
-whole Markov state (``envs.rollout.step(obs[:37], u)`` is the next state).
+whole Markov state (``envs.dynamics.step(obs[:37], u)`` is the next state).
 
 Why Brax's own mjx pipeline does not step the physics: it would build a second
 MJX model from the Brax ``System`` and run the substeps in a ``scan``, which
@@ -54,28 +54,15 @@ from brax.envs.base import PipelineEnv, State
 from brax.io import mjcf
 
 from envs import physics
-from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
+from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
                           PhysicsConfig)
-from envs.rollout import data_from_state, mjx_model, state_from_data, step_data
-from envs.task import (COMMAND_DIM, GAITS, CommandRanges, RewardWeights, gait_index, is_fallen, reward_terms,
-                       total_reward)
+from envs.dynamics import state_from_data, step_data
+from envs.task import (COMMAND_DIM, GAITS, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, reward_terms,
+                       total_reward, update_feet, observation)
 
-FOOT_RADIUS: float = 0.023
-"""Radius (m) of the foot spheres in ``assets/go1.xml``; the constructor checks the model agrees."""
-CONTACT_MARGIN: float = 0.005
-"""Slack (m) above the foot radius within which a foot still counts as touching the floor."""
-FOOT_CONTACT_HEIGHT: float = FOOT_RADIUS + CONTACT_MARGIN
-"""A foot is in contact when its site (the sphere centre) is below this height: 0.028 m.
-
-The heights are ``d.site_xpos`` after the control step, i.e. the kinematics
-of the start of its last substep (MJX updates positions before integrating),
-4 ms behind the state: the same convention as MuJoCo Playground.
-"""
 INIT_JOINT_NOISE: float = 0.1
 """With ``randomize_init``: joint angles at reset are home +- U(this) rad, clipped to the ranges."""
 
-OBS_DIM: int = STATE_DIM + COMMAND_DIM + len(GAITS)  # 44
-OBSERVATION_STRUCTURE: dict[str, int] = {"state": STATE_DIM, "command": COMMAND_DIM, "gait": len(GAITS)}
 
 
 class Go1Env(PipelineEnv):
@@ -110,9 +97,6 @@ class Go1Env(PipelineEnv):
         gait_ids = np.array([gait_index(g) for g in gaits], np.int32)  # ValueError on an unknown name
         # brax's load_model writes into the model's range arrays: give it a copy of the shared cached model.
         mj_model = copy.copy(physics.load_mj_model(config))
-        foot_radius = [float(mj_model.geom(name).size[0]) for name in FOOT_SITES]
-        if not np.allclose(foot_radius, FOOT_RADIUS, rtol=0, atol=1e-9):
-            raise ValueError(f"foot radii in the MJCF {foot_radius} != FOOT_RADIUS {FOOT_RADIUS}")
         with warnings.catch_warnings():  # "Brax System ... not actively being maintained": we only use its fields
             warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
             system = mjcf.load_model(mj_model)
@@ -127,10 +111,6 @@ class Go1Env(PipelineEnv):
         self._gait_ids = gait_ids
         self._foot_site_ids = np.array([mj_model.site(name).id for name in FOOT_SITES])
         self._body_rootid = np.asarray(mj_model.body_rootid[1:])
-        # Build the rollout's cached MJX model outside any trace: built lazily inside a jit, the
-        # cache would hold tracers and every later trace would fail with UnexpectedTracerError.
-        mjx_model(config)
-        data_from_state(jnp.asarray(config.home_state), config)
 
     # ---- Brax API -------------------------------------------------------------------------------------------
 
@@ -143,7 +123,7 @@ class Go1Env(PipelineEnv):
         return ACTION_DIM
 
     def pipeline_step(self, pipeline_state, action: jax.Array):
-        """One control step: exactly ``envs.rollout.step_data(pipeline_state, action)``.
+        """One control step: exactly ``envs.dynamics.step_data(pipeline_state, action)``.
 
         Unlike Brax's ``PipelineEnv.pipeline_step``, ``action`` is the raw
         action u (12,) in [-1, 1], not the actuator ctrl. Brax's derived
@@ -178,11 +158,11 @@ class Go1Env(PipelineEnv):
             "gait": gait,
             "last_act": jnp.zeros(ACTION_DIM),
             "feet_air_time": jnp.zeros(len(FOOT_SITES)),
-            "last_contact": self._foot_contact(pipeline_state),
+            "last_contact": self._foot_heights(pipeline_state) < FOOT_CONTACT_HEIGHT,
             "step": jnp.zeros((), jnp.int32),
         }
         metrics = {f"reward/{k}": jnp.zeros(()) for k in self.reward_weights.as_dict()}
-        obs = self._obs(state_from_data(pipeline_state), command, gait)
+        obs = observation(state_from_data(pipeline_state), command, gait, jnp)
         return State(pipeline_state, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -194,11 +174,10 @@ class Go1Env(PipelineEnv):
         x = jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # the obs and reward stay finite after a blow-up
         done = is_fallen(x, jnp) | ~finite
 
-        contact = self._foot_contact(pipeline_state)  # (4,) bool
-        first_contact = contact & ~info["last_contact"]
-        air_time = info["feet_air_time"] + self.config.ctrl_dt  # (4,) time in the air, counting this step
-        terms = reward_terms(x, action, info["last_act"], info["command"], air_time,
-                             first_contact.astype(x.dtype), done, self.reward_weights, self.config, xp=jnp)
+        contact, first_contact, air_time, next_air_time = update_feet(
+            self._foot_heights(pipeline_state), info["last_contact"], info["feet_air_time"], self.config.ctrl_dt, jnp)
+        terms = reward_terms(x, action, info["last_act"], info["command"], air_time, first_contact, done,
+                             self.reward_weights, self.config, xp=jnp)
         reward = total_reward(terms, self.reward_weights, self.config)
 
         rng, k_cmd, k_gait = jax.random.split(info["rng"], 3)
@@ -212,12 +191,12 @@ class Go1Env(PipelineEnv):
             "command": command,
             "gait": gait,
             "last_act": jnp.where(done, jnp.zeros_like(action), action),
-            "feet_air_time": jnp.where(contact | done, 0.0, air_time),
+            "feet_air_time": jnp.where(done, 0.0, next_air_time),
             "last_contact": contact | done,  # after a reset the robot stands: no spurious touch-down
             "step": jnp.where(resample, 0, count).astype(jnp.int32),
         }
         metrics = {**state.metrics, **{f"reward/{k}": v for k, v in terms.items()}}
-        obs = self._obs(x, command, gait)
+        obs = observation(x, command, gait, jnp)
         return state.replace(pipeline_state=pipeline_state, obs=obs, reward=reward,
                              done=done.astype(reward.dtype), metrics=metrics, info=new_info)
 
@@ -232,14 +211,7 @@ class Go1Env(PipelineEnv):
         """() int32 index into GAITS, uniform over ``self.gaits``."""
         return jnp.asarray(self._gait_ids)[jax.random.randint(rng, (), 0, len(self._gait_ids))]
 
-    def _foot_contact(self, d) -> jax.Array:
-        """(4,) bool, foot site height below FOOT_CONTACT_HEIGHT, feet in FR, FL, RR, RL order."""
-        return d.site_xpos[self._foot_site_ids, 2] < FOOT_CONTACT_HEIGHT
+    def _foot_heights(self, d) -> jax.Array:
+        """(4,) foot site heights (m), order FR, FL, RR, RL."""
+        return d.site_xpos[self._foot_site_ids, 2]
 
-    @staticmethod
-    def _obs(x: jax.Array, command: jax.Array, gait: jax.Array) -> jax.Array:
-        return jnp.concatenate([
-            x,  # 37
-            command,  # 3
-            jax.nn.one_hot(gait, len(GAITS), dtype=x.dtype),  # 4
-        ])

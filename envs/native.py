@@ -1,4 +1,4 @@
-"""Native MuJoCo (float64, CPU) simulation of the Go1 with the physics of ``envs.rollout.step``.
+"""Native MuJoCo (float64, CPU) simulation of the Go1 with the physics of ``envs.dynamics.step``.
 
 The MJX rollout and this class compile the same MJCF (:func:`envs.physics.load_mj_model`)
 and run the same control step: ``ctrl = motor_targets(u)`` followed by
@@ -55,11 +55,6 @@ class NativeGo1:
         self._warned = False
         self.set_state(config.home_state)
 
-    @property
-    def foot_radius(self) -> float:
-        """Radius (m) of the foot spheres; a foot site sits at its sphere's centre."""
-        return float(self.model.geom(FOOT_SITES[0]).size[0])
-
     def set_state(self, x: np.ndarray) -> None:
         """Sets the state and recomputes every derived quantity (``mj_forward``).
 
@@ -83,7 +78,7 @@ class NativeGo1:
         return np.concatenate([self.data.qpos, self.data.qvel])
 
     def step(self, u: np.ndarray) -> None:
-        """One control step (``PHYSICS.ctrl_dt`` = 20 ms), exactly as ``envs.rollout.step``.
+        """One control step (``PHYSICS.ctrl_dt`` = 20 ms), exactly as ``envs.dynamics.step``.
 
         Args:
           u: (12,) action in action order; servo targets are
@@ -129,7 +124,7 @@ class NativeGo1:
 
 
 def replay(x0: np.ndarray, U: np.ndarray, config: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """Native float64 counterpart of one trajectory of ``envs.rollout.rollout``.
+    """Native float64 counterpart of one trajectory of ``envs.dynamics.rollout``.
 
     Args:
       x0: (37,) initial state.

@@ -59,6 +59,15 @@ BASE_LINVEL = slice(19, 22)
 BASE_ANGVEL = slice(22, 25)
 JOINT_VEL = slice(25, 37)
 
+FOOT_RADIUS = 0.023
+"""Radius (m) of the foot spheres; a foot site sits at its sphere's centre."""
+FOOT_CONTACT_HEIGHT = FOOT_RADIUS + 0.005
+"""A foot counts as touching the floor while its site is below this height (m).
+
+A loaded foot rests at about 0.0225 m (0.5 mm soft-contact penetration); the
+5 mm margin absorbs that and solver jitter without calling a lifted foot a contact.
+"""
+
 
 def _per_leg(hip: float, thigh: float, calf: float, mirror_hip: bool = False) -> tuple[float, ...]:
     """Repeats one leg's (hip, thigh, calf) values over FR, FL, RR, RL.
@@ -198,6 +207,7 @@ def validate_mj_model(m: mujoco.MjModel, config: PhysicsConfig = PHYSICS) -> Non
     _check("joint range", np.stack([config.joint_lower, config.joint_upper], 1), m.jnt_range[1:], errors)
     if abs(m.body_subtreemass[1] - config.total_mass) > 0.01 * config.total_mass:
         errors.append(f"total mass: config {config.total_mass} kg, XML {m.body_subtreemass[1]:.3f} kg (>1% off)")
+    _check("foot radius", [FOOT_RADIUS] * 4, [m.geom(site).size[0] for site in FOOT_SITES], errors)
     key = m.keyframe("home")
     _check("home qpos", config.home_state[:NQ], key.qpos, errors)
     _check("home ctrl", config.default_pose, key.ctrl, errors)

@@ -13,11 +13,41 @@ from typing import Mapping
 
 import numpy as np
 
-from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, PHYSICS,
+from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, PHYSICS,
                           PhysicsConfig, motor_targets)
 
 GAITS: tuple[str, ...] = ("trot", "pace", "bound", "pronk")
 COMMAND_DIM = 3  # (vx m/s, vy m/s, yaw rate rad/s), body frame
+
+
+OBSERVATION_STRUCTURE: dict[str, int] = {
+    "base_pos": 3,
+    "base_quat": 4,
+    "joint_pos": 12,
+    "base_linvel": 3,
+    "base_angvel": 3,
+    "joint_vel": 12,
+    "command": COMMAND_DIM,
+    "gait": len(GAITS),
+}
+"""Size of each observation block, in order (the Gymnasium and Brax envs share it)."""
+OBS_DIM = sum(OBSERVATION_STRUCTURE.values())  # 44
+
+
+def observation(x, command, gait, xp=np):
+    """Observation = state (37) ++ command (3) ++ gait one-hot (4).
+
+    Args:
+      x: (37,) state; command: (3,) (vx, vy, yaw rate); gait: int index into GAITS.
+
+    Returns:
+      (44,) observation in the dtype of x.
+    """
+    return xp.concatenate([
+        x,  # 37
+        xp.asarray(command, x.dtype),  # 3
+        xp.eye(len(GAITS), dtype=x.dtype)[gait],  # 4
+    ])
 
 
 def gait_index(gait: str) -> int:
@@ -159,3 +189,29 @@ def total_reward(terms: Mapping, weights: RewardWeights = RewardWeights(), confi
     w = weights.as_dict()
     return config.ctrl_dt * sum(w[k] * terms[k] for k in w)
 
+
+
+def update_feet(foot_z, last_contact, air_time, dt: float, xp=np):
+    """Foot contacts and air time over one control step (MuJoCo Playground's convention).
+
+    A foot touching down in this step or the one before counts as in contact
+    (filters one-step bounces); its air time is credited on touchdown.
+
+    Args:
+      foot_z: (..., 4) foot site heights (m) after the step, order FR, FL, RR, RL.
+      last_contact: (..., 4) bool, raw contact after the previous step.
+      air_time: (..., 4) time (s) each foot has been in the air before this step.
+      dt: control period (s).
+
+    Returns:
+      contact: (..., 4) bool raw contact after this step (the next ``last_contact``).
+      first_contact: (..., 4) float, 1.0 where a foot touched down in this step.
+      landed_air_time: (..., 4) air time (s) including this step, for the reward.
+      next_air_time: (..., 4) air time to carry into the next step (0 where in contact).
+    """
+    contact = foot_z < FOOT_CONTACT_HEIGHT
+    contact_filt = contact | last_contact
+    first_contact = ((air_time > 0) & contact_filt).astype(foot_z.dtype)
+    landed_air_time = air_time + dt
+    next_air_time = xp.where(contact_filt, 0.0, landed_air_time)
+    return contact, first_contact, landed_air_time, next_air_time

@@ -1,4 +1,4 @@
-"""Tests of envs.brax_env.Go1Env: same physics as envs.rollout.step, reward bookkeeping, standing still.
+"""Tests of envs.brax_env.Go1Env: same physics as envs.dynamics.step, reward bookkeeping, standing still.
 
 Reset and step are jitted once, vmapped over a batch of 4 (as Brax training
 uses them), in a module-scoped fixture; every test reuses those compiles.
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 import envs
-from envs.brax_env import FOOT_CONTACT_HEIGHT, OBS_DIM, Go1Env
+from envs.brax_env import Go1Env
+from envs.task import OBS_DIM
+from envs.physics import FOOT_CONTACT_HEIGHT
 from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM
-from envs.rollout import step as rollout_step
+from envs.dynamics import step as rollout_step
 from envs.task import GAITS, CommandRanges, RewardWeights, is_fallen, projected_gravity, total_reward
 
 B = 4
@@ -58,7 +60,7 @@ def test_obs_shape_and_finite_after_steps(sim):
 
 
 def test_step_equals_rollout_step(sim):
-    """One env step from any reached state is envs.rollout.step on the obs's 37 numbers."""
+    """One env step from any reached state is envs.dynamics.step on the obs's 37 numbers."""
     _, _, step, state0 = sim
     state = _random_steps(step, state0, 4)
     u = jnp.asarray(np.random.default_rng(7).uniform(-0.5, 0.5, (B, ACTION_DIM)), jnp.float32)

@@ -6,7 +6,7 @@ import pytest
 
 from envs import physics
 from envs.native import NativeGo1, replay
-from envs.physics import JOINT_POS, JOINT_VEL, NQ, PHYSICS, STATE_DIM
+from envs.physics import FOOT_RADIUS, JOINT_POS, JOINT_VEL, NQ, PHYSICS, STATE_DIM
 
 
 def _moving_state(seed: int = 0) -> np.ndarray:
@@ -88,7 +88,7 @@ def test_foot_heights_at_home():
     z = sim.foot_heights()
     assert z.shape == (4,)
     # The home pose puts the foot spheres (r 0.023 m) on the floor, within 1 mm.
-    np.testing.assert_allclose(z, sim.foot_radius, atol=1e-3)
+    np.testing.assert_allclose(z, FOOT_RADIUS, atol=1e-3)
     sim.step(np.zeros(12))
     assert not sim.diverged
 

@@ -68,7 +68,7 @@ def test_home_keyframe_is_the_default_pose():
 def test_home_pose_feet_touch_floor_with_outward_abduction():
     sim = NativeGo1()
     z = sim.foot_heights()
-    np.testing.assert_allclose(z, sim.foot_radius, atol=2e-3)
+    np.testing.assert_allclose(z, physics.FOOT_RADIUS, atol=2e-3)
     d = sim.data
     for leg in ("FR", "FL", "RR", "RL"):
         foot_y = d.site(f"{leg}_foot").xpos[1]

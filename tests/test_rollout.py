@@ -14,7 +14,7 @@ import envs
 from envs import task
 from envs.dynamics import step
 from envs.native import NativeGo1, replay
-from envs.physics import BASE_POS, JOINT_POS, PHYSICS
+from envs.physics import BASE_POS, FOOT_CONTACT_HEIGHT, JOINT_POS, PHYSICS
 
 B, H = 2, 16
 
@@ -108,7 +108,7 @@ def test_gradient_finite_with_feet_in_contact(x0, U, loss_and_grad):
     feet_down = []
     for x in np.asarray(envs.rollout(x0, U)).reshape(-1, 37):
         sim.set_state(x)
-        feet_down.append((sim.foot_heights() < sim.foot_radius + 0.005).sum())
+        feet_down.append((sim.foot_heights() < FOOT_CONTACT_HEIGHT).sum())
     assert min(feet_down) >= 2  # the gradient goes through foot contacts at every step
     c = jax.random.normal(jax.random.PRNGKey(1), (37,))
     _, g = loss_and_grad(U, x0, jnp.ones(H + 1), c)

@@ -26,13 +26,19 @@ from envs.physics import NQ, PHYSICS, STATE_DIM, ACTION_DIM, PhysicsConfig
 
 @functools.lru_cache(maxsize=None)
 def mjx_model(config: PhysicsConfig = PHYSICS) -> mjx.Model:
-    """The MJX model of ``config`` (JAX implementation), built once."""
-    return mjx.put_model(physics.load_mj_model(config), impl="jax")
+    """The MJX model of ``config`` (JAX implementation), built once.
+
+    Built eagerly even when first requested inside a trace, so the cache never
+    holds tracers.
+    """
+    with jax.ensure_compile_time_eval():
+        return mjx.put_model(physics.load_mj_model(config), impl="jax")
 
 
 @functools.lru_cache(maxsize=None)
 def _data_template(config: PhysicsConfig) -> mjx.Data:
-    return mjx.make_data(mjx_model(config))
+    with jax.ensure_compile_time_eval():
+        return mjx.make_data(mjx_model(config))
 
 
 def data_from_state(x: jax.Array, config: PhysicsConfig = PHYSICS) -> mjx.Data:

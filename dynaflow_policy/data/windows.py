@@ -1,0 +1,180 @@
+"""Training windows: every run of H + 1 consecutive states of a :class:`Dataset`.
+
+A window starting at step s of trajectory n::
+
+    states   s   s+1  ...  s+H        (H+1, 37)   X_1 of the flow-matching loss
+    actions  s   s+1  ...  s+H-1      (H, 12)     expert actions, if the dataset has them
+    command  s                        (3,)        the command at the window start
+    gait     n                        ()          the trajectory's gait
+
+Windows are held as two index arrays (trajectory, start) into the dataset;
+:meth:`WindowSet.batch` gathers the requested windows on demand, so memory is
+O(number of windows) integers plus one batch, never a copy of every window.
+States are raw (world frame); the heading frame and the normaliser are applied
+downstream.
+
+The train / held-out split is by trajectory: a held-out window never shares a
+trajectory with a training window, so overlapping windows cannot leak.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dynaflow_policy.data.schema import Dataset
+
+
+def window_starts(n_steps: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Start steps of the windows of one trajectory of ``n_steps`` states.
+
+    Returns:
+      (W,) int64 starts 0, stride, ..., with W = (n_steps - horizon - 1) // stride + 1
+      (0 when n_steps < horizon + 1).
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return np.arange(0, n_steps - horizon, stride, dtype=np.int64)
+
+
+class WindowSet:
+    """The windows of some trajectories of a dataset, gathered on demand.
+
+    Args:
+      dataset: the dataset (not copied).
+      horizon: H; a window holds H + 1 states.
+      trajectories: trajectory indices to draw windows from (default: all), in
+        the order their windows are numbered.
+      stride: steps between consecutive window starts.
+
+    Attributes:
+      dataset, horizon, stride.
+      trajectories: (M,) int64, the trajectories used.
+      traj_index: (W,) int64, trajectory of each window.
+      start: (W,) int64, first step of each window.
+    """
+
+    def __init__(self, dataset: Dataset, horizon: int, trajectories=None, stride: int = 1):
+        self.dataset = dataset
+        self.horizon = int(horizon)
+        self.stride = int(stride)
+        n, t = dataset.n_trajectories, dataset.n_steps
+        traj = np.arange(n, dtype=np.int64) if trajectories is None else np.asarray(trajectories, np.int64)
+        if traj.ndim != 1 or (traj.size and (traj.min() < 0 or traj.max() >= n)):
+            raise ValueError(f"trajectories must be a 1-D array of indices in [0, {n}), got {traj!r}")
+        starts = window_starts(t, self.horizon, self.stride)  # (S,)
+        if starts.size == 0:
+            raise ValueError(f"trajectories have T = {t} states; a window needs horizon + 1 = {self.horizon + 1}")
+        self.trajectories = traj
+        self.traj_index = np.repeat(traj, starts.size)  # (W,)
+        self.start = np.tile(starts, traj.size)  # (W,)
+        self._offsets = np.arange(self.horizon + 1, dtype=np.int64)  # (H+1,)
+
+    def __len__(self) -> int:
+        return int(self.start.size)
+
+    @property
+    def has_expert_actions(self) -> bool:
+        return self.dataset.expert_actions is not None
+
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Gathers windows.
+
+        Args:
+          indices: (B,) window indices in [0, len(self)) (any integer array-like).
+
+        Returns:
+          dict with
+            ``states``: (B, H+1, 37) float32;
+            ``command``: (B, 3) float32, the command at each window's first state;
+            ``gait``: (B,) int64;
+            ``expert_actions``: (B, H, 12) float32, only if the dataset has them;
+            ``trajectory``: (B,) int64 and ``start``: (B,) int64, where each window came from.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"window indices must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}")
+        traj = self.traj_index[idx]  # (B,)
+        start = self.start[idx]  # (B,)
+        steps = start[..., None] + self._offsets  # (B, H+1)
+        ds = self.dataset
+        out = {
+            "states": ds.states[traj[..., None], steps],  # (B, H+1, 37)
+            "command": ds.commands[traj, start],  # (B, 3)
+            "gait": ds.gait[traj],  # (B,)
+            "trajectory": traj,
+            "start": start,
+        }
+        if ds.expert_actions is not None:
+            out["expert_actions"] = ds.expert_actions[traj[..., None], steps[..., :-1]]  # (B, H, 12)
+        return out
+
+    def all(self) -> dict[str, np.ndarray]:
+        """Every window at once (only for small sets: this copies them all)."""
+        return self.batch(np.arange(len(self)))
+
+    def iterate(self, batch_size: int, rng: np.random.Generator | None = None, drop_last: bool = False):
+        """Yields batches over one pass, shuffled if ``rng`` is given."""
+        order = np.arange(len(self)) if rng is None else rng.permutation(len(self))
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        for i in range(0, stop, batch_size):
+            yield self.batch(order[i:i + batch_size])
+
+
+def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train / held-out split of trajectory indices, stratified by gait.
+
+    About ``round(held_out_fraction * N)`` trajectories are held out, shared
+    over the gaits in proportion to their sizes (largest remainder); each gait
+    with m >= 2 trajectories holds out at least one (when the fraction is
+    positive) and at most m - 1, so training keeps every gait. Which ones is
+    decided by permutations drawn from ``np.random.default_rng(seed)``. The result depends only on ``gait``,
+    the fraction and the seed.
+
+    Args:
+      gait: (N,) gait index of each trajectory.
+      held_out_fraction: in [0, 1).
+      seed: split seed.
+
+    Returns:
+      (train, held_out): sorted int64 index arrays, disjoint, together all N.
+    """
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
+    gait = np.asarray(gait)
+    rng = np.random.default_rng(seed)
+    groups, sizes = np.unique(gait, return_counts=True)
+    # Largest-remainder apportionment of round(fraction * N) over the gaits.
+    quota = held_out_fraction * sizes
+    counts = np.floor(quota).astype(np.int64)
+    extra = int(round(held_out_fraction * gait.size)) - int(counts.sum())
+    counts[np.argsort(-(quota - counts), kind="stable")[:max(extra, 0)]] += 1
+    held: list[np.ndarray] = []
+    for g, m, k in zip(groups, sizes, counts):
+        perm = rng.permutation(np.flatnonzero(gait == g))
+        k = min(max(int(k), 1), m - 1) if held_out_fraction > 0 and m >= 2 else 0
+        held.append(perm[:k])
+    held_out = np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, np.int64)
+    train = np.setdiff1d(np.arange(gait.size, dtype=np.int64), held_out)
+    return train, held_out
+
+
+def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: float = 0.1, seed: int = 0,
+                           stride: int = 1, held_out_stride: int | None = None) -> tuple[WindowSet, WindowSet]:
+    """Train and held-out windows from disjoint trajectories (:func:`split_trajectories`).
+
+    Args:
+      dataset: the dataset.
+      horizon: H.
+      held_out_fraction: fraction of each gait's trajectories held out.
+      seed: split seed.
+      stride: window stride of the training set.
+      held_out_stride: window stride of the held-out set (default: ``stride``).
+
+    Returns:
+      (train, held_out) window sets. The held-out set may be empty (fraction 0).
+    """
+    train, held = split_trajectories(dataset.gait, held_out_fraction, seed)
+    return (WindowSet(dataset, horizon, train, stride),
+            WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride))

@@ -1,0 +1,210 @@
+"""Flow matching through the rollout: the training loss and the Euler sampler.
+
+Notation (all windows in the heading frame of their first state, see
+``dynaflow_policy.frames``; "normalised" means ``Normalizer.normalize``)::
+
+    X_1   (B, H+1, 37)  data window, physical units; x0 = X_1[:, 0]
+    X_0   (B, H+1, 37)  noise N(0, noise_scale^2) in normalised space, row 0 = normalised x0
+    X_t   (B, H+1, 37)  (1 - t) X_0 + t X_1 in normalised space, t (B,) in [0, 1]
+    U     (B, H, 12)    D_theta(X_t, t, c), actions in [-1, 1]
+    X_hat (B, H+1, 37)  Phi(x0, U) = envs.rollout(x0, U), physical units
+
+The network never predicts states: every state it is judged by, and every
+state the sampler returns, is a rollout of its actions from the true x0.
+
+``params`` is whatever ``apply_fn`` takes first; with flax that is the
+variables dict of ``DiT1d.init`` and ``apply_fn = DiT1d(config).apply``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from dynaflow_policy.configs import FlowConfig
+from dynaflow_policy.normalizer import Normalizer
+from envs.physics import PHYSICS, STATE_DIM, PhysicsConfig
+
+Params = Any
+"""The network's parameter pytree (first argument of ``apply_fn``)."""
+
+ApplyFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
+"""apply_fn(params, X_t (B, H+1, 37), t (B,), c (B, 7)) -> U (B, H, 12)."""
+
+Aux = TypeVar("Aux")
+
+
+def loss_weights(horizon: int, config: FlowConfig) -> np.ndarray:
+    """W (H+1, 37): 0 on row 0 (the given x0), ``config.state_weights`` (or 1) on rows 1..H."""
+    dims = np.ones(STATE_DIM) if config.state_weights is None else np.asarray(config.state_weights)
+    rows = np.concatenate([[0.0], np.ones(horizon)])  # (H+1,)
+    return (rows[:, None] * dims[None, :]).astype(np.float32)  # (H+1, 37)
+
+
+def interpolate(x_noise: jax.Array, x_data: jax.Array, t: jax.Array) -> jax.Array:
+    """X_t = (1 - t) X_0 + t X_1, with row 0 set to the data's row 0 for every t.
+
+    Args:
+      x_noise: (B, H+1, 37) X_0, normalised.
+      x_data: (B, H+1, 37) X_1, normalised.
+      t: (B,) flow time in [0, 1].
+
+    Returns:
+      (B, H+1, 37) X_t, normalised.
+    """
+    tt = t[:, None, None]  # (B, 1, 1)
+    x_t = (1.0 - tt) * x_noise + tt * x_data
+    return x_t.at[:, 0].set(x_data[:, 0])
+
+
+def noise_window(rng: jax.Array, x0_normalised: jax.Array, horizon: int, config: FlowConfig) -> jax.Array:
+    """X_0 (B, H+1, 37): N(0, noise_scale^2) noise with row 0 = the normalised x0 (B, 37)."""
+    b = x0_normalised.shape[0]
+    noise = config.noise_scale * jax.random.normal(rng, (b, horizon + 1, STATE_DIM))
+    return noise.at[:, 0].set(x0_normalised)
+
+
+def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
+                  normalizer: Normalizer, config: FlowConfig,
+                  physics: PhysicsConfig = PHYSICS) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Conditional flow-matching loss through the differentiable rollout.
+
+    L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
+    with W from :func:`loss_weights` (row 0 masked). Works under
+    ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
+
+    Args:
+      params: model parameters (first argument of ``apply_fn``).
+      apply_fn: the network, see :data:`ApplyFn`.
+      x1_window: (B, H+1, 37) data windows X_1, heading frame, physical units.
+      cond: (B, 7) conditioning c (command ++ gait one-hot).
+      rng: PRNG key for the noise X_0 and the times t ~ U(0, 1).
+      normalizer: state normaliser.
+      config: flow config.
+      physics: physics of the rollout (static).
+
+    Returns:
+      loss: scalar.
+      aux: ``train/loss``; ``train/last_state_mse``, the normalised squared error of
+      the window's last state (errors grow along the horizon); ``train/action_rms``.
+    """
+    b, rows, _ = x1_window.shape
+    rng_noise, rng_t = jax.random.split(rng)
+    x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)
+    x_noise = noise_window(rng_noise, x1_n[:, 0], rows - 1, config)  # (B, H+1, 37)
+    t = jax.random.uniform(rng_t, (b,))  # (B,)
+    x_t = interpolate(x_noise, x1_n, t)  # (B, H+1, 37)
+    actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
+    x_hat = envs.rollout(x1_window[:, 0], actions, physics)  # (B, H+1, 37)
+    sq_err = (normalizer.normalize(x_hat) - x1_n) ** 2  # (B, H+1, 37)
+    w = jnp.asarray(loss_weights(rows - 1, config))  # (H+1, 37)
+    loss = jnp.sum(w * sq_err) / (b * jnp.sum(w))
+    aux = {
+        "train/loss": loss,
+        "train/last_state_mse": jnp.mean(sq_err[:, -1]),
+        "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
+    }
+    return loss, aux
+
+
+def flow_velocity(x_hat1: jax.Array, x_t: jax.Array, t: jax.Array, t_clamp: float) -> jax.Array:
+    """u = (X_hat_1 - X_t) / max(1 - t, t_clamp): the straight-line velocity towards X_hat_1.
+
+    Args:
+      x_hat1: (B, H+1, 37) predicted end point, normalised.
+      x_t: (B, H+1, 37) current point, normalised.
+      t: (B,) flow time.
+      t_clamp: lower bound on 1 - t, keeps u finite as t -> 1.
+
+    Returns:
+      (B, H+1, 37) velocity in normalised units per unit flow time.
+    """
+    return (x_hat1 - x_t) / jnp.maximum(1.0 - t, t_clamp)[:, None, None]
+
+
+def euler_integrate(field: Callable[[jax.Array, jax.Array], tuple[jax.Array, Aux]], x_init: jax.Array,
+                    num_steps: int) -> tuple[jax.Array, Aux]:
+    """Integrates dx/dt = v(x, t) from t = 0 to 1 with ``num_steps`` equal Euler steps.
+
+    The steps run in a ``lax.scan``, so ``field`` is traced (and the rollout in
+    it compiled) once, whatever the number of steps.
+
+    Args:
+      field: ``field(x, t) -> (v, aux)`` with t a scalar, v shaped like x, aux any pytree.
+      x_init: x at t = 0.
+      num_steps: N >= 1 (static).
+
+    Returns:
+      x at t = 1, and the aux of the last evaluation (at t = (N-1)/N).
+    """
+    dt = 1.0 / num_steps
+
+    def body(x: jax.Array, i: jax.Array) -> tuple[jax.Array, Aux]:
+        v, aux = field(x, i * dt)
+        return x + dt * v, aux
+
+    x1, auxs = jax.lax.scan(body, x_init, jnp.arange(num_steps, dtype=jnp.float32))
+    return x1, jax.tree.map(lambda a: a[-1], auxs)
+
+
+def denoise(params: Params, apply_fn: ApplyFn, x_t: jax.Array, t: jax.Array, x0: jax.Array, cond: jax.Array,
+            normalizer: Normalizer, config: FlowConfig,
+            physics: PhysicsConfig = PHYSICS) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One network evaluation of the sampler: velocity, rollout and actions at (X_t, t).
+
+    Args:
+      params, apply_fn: the network.
+      x_t: (B, H+1, 37) current point, normalised; row 0 is the normalised x0.
+      t: (B,) flow time.
+      x0: (B, 37) initial states, heading frame, physical units.
+      cond: (B, 7) conditioning.
+      normalizer: state normaliser.
+      config: flow config (``t_clamp``).
+      physics: physics of the rollout (static).
+
+    Returns:
+      v: (B, H+1, 37) velocity (:func:`flow_velocity`), zero on row 0.
+      (X_hat, U): the rollout Phi(x0, U) (B, H+1, 37), physical units, and U (B, H, 12).
+    """
+    actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
+    x_hat = envs.rollout(x0, actions, physics)  # (B, H+1, 37)
+    return flow_velocity(normalizer.normalize(x_hat), x_t, t, config.t_clamp), (x_hat, actions)
+
+
+def sample(params: Params, apply_fn: ApplyFn, x0: jax.Array, cond: jax.Array, rng: jax.Array, normalizer: Normalizer,
+           config: FlowConfig, *, horizon: int,
+           physics: PhysicsConfig = PHYSICS) -> tuple[jax.Array, jax.Array]:
+    """Samples an action sequence and its trajectory by Euler integration of the flow.
+
+    Starts from X_0 (:func:`noise_window`) and takes ``config.ode_steps`` Euler
+    steps with :func:`denoise`. With one step (the default) this is a single
+    network evaluation at t = 0 and a single rollout. Jittable with
+    ``apply_fn``, ``config``, ``horizon`` and ``physics`` static.
+
+    Args:
+      params, apply_fn: the network.
+      x0: (B, 37) current states in the HEADING frame of themselves (base x = y = 0,
+        yaw 0: ``to_heading_frame(x[:, None])[:, 0]``), physical units.
+      cond: (B, 7) conditioning.
+      rng: PRNG key for the noise.
+      normalizer: state normaliser.
+      config: flow config.
+      horizon: H, actions per window (the model's ``DiTConfig.horizon``).
+      physics: physics of the rollout (static).
+
+    Returns:
+      X: (B, H+1, 37) heading-frame states, exactly ``envs.rollout(x0, U)``.
+      U: (B, H, 12) actions of the last network evaluation, in [-1, 1].
+    """
+    b = x0.shape[0]
+    x_init = noise_window(rng, normalizer.normalize(x0), horizon, config)  # (B, H+1, 37)
+
+    def field(x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        return denoise(params, apply_fn, x_t, jnp.full((b,), t), x0, cond, normalizer, config, physics)
+
+    _, (x_hat, actions) = euler_integrate(field, x_init, config.ode_steps)
+    return x_hat, actions

@@ -1,0 +1,176 @@
+"""Flow matching through the rollout: interpolant, weights, Euler integrator, sampler and loss gradient.
+
+MJX compiles are slow on CPU, so this file compiles three MJX functions, all at
+(B, H) = (2, 4): the sampler (one rollout inside the Euler scan), the bare
+``envs.rollout`` (also reused by the eager :func:`denoise` call), and the
+gradient of the loss.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.flow import (denoise, euler_integrate, flow_velocity, interpolate, loss_weights, matching_loss,
+                                  noise_window, sample)
+from dynaflow_policy.frames import to_heading_frame
+from dynaflow_policy.model import DiT1d, init_params
+from dynaflow_policy.normalizer import Normalizer
+from envs.native import replay
+from envs.physics import PHYSICS, STATE_DIM
+
+B, H = 2, 4
+DIT = DiTConfig(d_model=32, depth=1, num_heads=2, mlp_ratio=2.0, horizon=H)
+FLOW = FlowConfig()
+
+
+@pytest.fixture(scope="module")
+def windows():
+    """(B, H+1, 37) float32 heading-frame windows: native replays of random actions from a standing Go1."""
+    rng = np.random.default_rng(0)
+    standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
+    X = np.stack([replay(standing, 0.3 * rng.standard_normal((H, 12))) for _ in range(B)])
+    return jnp.asarray(to_heading_frame(X), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def normalizer(windows):
+    return Normalizer.fit(np.asarray(windows))
+
+
+@pytest.fixture(scope="module")
+def cond():
+    """(B, 7): commands and gait one-hots."""
+    return jnp.asarray([[0.5, 0.0, 0.2, 1, 0, 0, 0], [-0.3, 0.1, 0.0, 0, 0, 1, 0]], jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Fresh variables of the tiny DiT."""
+    return jax.jit(init_params, static_argnums=0)(DIT, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def moved_params(params):
+    """Params with every leaf moved off its initial value, so no zero-initialised layer stays zero."""
+    rng = np.random.default_rng(1)
+    return jax.tree.map(lambda p: jnp.asarray(p + 0.1 * rng.standard_normal(p.shape), jnp.float32), params)
+
+
+def test_interpolant_endpoints_by_hand():
+    noise = jnp.zeros((1, 3, 2)).at[:, 0].set(9.0)  # row 0 of the noise is overwritten anyway
+    data = jnp.full((1, 3, 2), 2.0).at[:, 0].set(5.0)
+    np.testing.assert_array_equal(interpolate(noise, data, jnp.array([0.0]))[0], [[5, 5], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(interpolate(noise, data, jnp.array([1.0]))[0], [[5, 5], [2, 2], [2, 2]])
+    np.testing.assert_allclose(interpolate(noise, data, jnp.array([0.25]))[0], [[5, 5], [0.5, 0.5], [0.5, 0.5]])
+
+
+def test_noise_window_keeps_x0():
+    x0n = jnp.arange(2 * STATE_DIM, dtype=jnp.float32).reshape(2, STATE_DIM)
+    x = noise_window(jax.random.PRNGKey(0), x0n, H, FlowConfig(noise_scale=0.5))
+    assert x.shape == (2, H + 1, STATE_DIM)
+    np.testing.assert_array_equal(x[:, 0], x0n)
+    assert 0.3 < float(jnp.std(x[:, 1:])) < 0.7
+
+
+def test_loss_weights_mask_row_zero():
+    w = loss_weights(H, FLOW)
+    assert w.shape == (H + 1, STATE_DIM)
+    np.testing.assert_array_equal(w[0], 0.0)
+    np.testing.assert_array_equal(w[1:], 1.0)
+    dims = tuple(float(i) for i in range(STATE_DIM))
+    w = loss_weights(H, FlowConfig(state_weights=dims))
+    np.testing.assert_array_equal(w[0], 0.0)
+    np.testing.assert_array_equal(w[1:], np.tile(dims, (H, 1)))
+
+
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_euler_is_exact_for_a_constant_field(steps):
+    x0 = jnp.array([[1.0, -2.0, 0.5]])
+    c = jnp.array([[0.25, 4.0, -1.0]])
+    x1, t_last = euler_integrate(lambda x, t: (jnp.broadcast_to(c, x.shape), t), x0, steps)
+    np.testing.assert_allclose(x1, x0 + c, rtol=1e-6)
+    np.testing.assert_allclose(t_last, (steps - 1) / steps, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_euler_with_the_straight_line_field_lands_on_its_target(steps):
+    """u = (x_hat - x) / (1 - t) with a fixed x_hat reaches x_hat for any number of steps (no clamp hit)."""
+    x0, target = jnp.zeros((2, H + 1, STATE_DIM)), jnp.ones((2, H + 1, STATE_DIM))
+    field = lambda x, t: (flow_velocity(target, x, jnp.full((2,), t), 0.05), None)  # noqa: E731
+    x1, _ = euler_integrate(field, x0, steps)
+    np.testing.assert_allclose(x1, target, rtol=1e-5)
+
+
+def test_flow_velocity_is_clamped_near_t_one():
+    x_hat, x_t = jnp.ones((1, 2, 3)), jnp.zeros((1, 2, 3))
+    v = flow_velocity(x_hat, x_t, jnp.array([0.999]), 0.05)
+    np.testing.assert_allclose(v, 1.0 / 0.05, rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(flow_velocity(x_hat, x_t, jnp.array([1.0]), 0.05))))
+
+
+@pytest.fixture(scope="module")
+def sampled(moved_params, windows, cond, normalizer):
+    """(X, U) from the jitted sampler with two Euler steps."""
+    fn = jax.jit(functools.partial(sample, apply_fn=DiT1d(DIT).apply, config=FlowConfig(ode_steps=2), horizon=H))
+    return fn(moved_params, x0=windows[:, 0], cond=cond, rng=jax.random.PRNGKey(3), normalizer=normalizer)
+
+
+def test_sample_shapes_and_bounds(sampled, windows):
+    X, U = sampled
+    assert X.shape == (B, H + 1, STATE_DIM) and U.shape == (B, H, 12)
+    assert bool(jnp.all(jnp.isfinite(X))) and bool(jnp.all(jnp.abs(U) <= 1.0))
+    assert float(jnp.abs(U).max()) > 0.05  # the moved params give non-trivial actions
+    np.testing.assert_array_equal(X[:, 0], windows[:, 0])
+
+
+def test_sampled_states_are_the_rollout_of_the_sampled_actions(sampled, windows):
+    X, U = sampled
+    np.testing.assert_allclose(np.asarray(envs.rollout(windows[:, 0], U)), np.asarray(X), rtol=0, atol=1e-6)
+
+
+def test_denoise_has_no_nan_near_t_one(moved_params, windows, cond, normalizer):
+    x_t = noise_window(jax.random.PRNGKey(4), normalizer.normalize(windows[:, 0]), H, FLOW)
+    t = jnp.full((B,), 0.999)
+    v, (X, U) = denoise(moved_params, DiT1d(DIT).apply, x_t, t, windows[:, 0], cond, normalizer, FLOW)
+    assert bool(jnp.all(jnp.isfinite(v))) and bool(jnp.all(jnp.isfinite(X)))
+    np.testing.assert_allclose(v, (normalizer.normalize(X) - x_t) / FLOW.t_clamp, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(v[:, 0], 0.0)  # x0 never moves
+
+
+@pytest.fixture(scope="module")
+def loss_and_grad(windows, cond, normalizer):
+    def loss(params, rng):
+        return matching_loss(params, DiT1d(DIT).apply, windows, cond, rng, normalizer, FLOW)
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
+def _leaf_norms(tree) -> dict[str, float]:
+    return {jax.tree_util.keystr(path): float(jnp.linalg.norm(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_gradient_at_init_reaches_the_final_projection_only(loss_and_grad, params):
+    """AdaLN-Zero: a fresh model outputs U = 0 and only the zero-initialised projection gets a gradient."""
+    (loss, aux), grads = loss_and_grad(params, jax.random.PRNGKey(5))
+    assert np.isfinite(float(loss)) and float(loss) > 0
+    assert set(aux) == {"train/loss", "train/last_state_mse", "train/action_rms"}
+    assert float(aux["train/action_rms"]) == 0.0
+    norms = _leaf_norms(grads)
+    assert all(np.isfinite(v) for v in norms.values())
+    assert {k for k, v in norms.items() if v > 0} == {"['params']['final']['projection']['kernel']",
+                                                      "['params']['final']['projection']['bias']"}
+
+
+def test_gradient_reaches_every_parameter(loss_and_grad, moved_params):
+    """Once the zero-initialised layers have moved (as after a few optimiser steps), every leaf gets a gradient."""
+    (loss, aux), grads = loss_and_grad(moved_params, jax.random.PRNGKey(5))
+    assert np.isfinite(float(loss)) and float(aux["train/loss"]) == float(loss)
+    norms = _leaf_norms(grads)
+    assert len(norms) == len(jax.tree.leaves(moved_params))
+    assert all(np.isfinite(v) and v > 0 for v in norms.values()), norms

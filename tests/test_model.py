@@ -1,0 +1,113 @@
+"""DiT1d: AdaLN-Zero identity at init, shapes and bounds, preset sizes, dependence on t and c."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynaflow_policy.configs import COND_DIM, DiTConfig, FlowConfig
+from dynaflow_policy.model import DiT1d, DiTBlock, count_params, init_params, sinusoidal_embedding
+
+TINY = DiTConfig(d_model=32, depth=2, num_heads=2, mlp_ratio=2.0, horizon=4)
+B = 3
+
+
+def _inputs(config: DiTConfig, seed: int = 0):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x_t = jax.random.normal(k1, (B, config.horizon + 1, config.state_dim))
+    t = jax.random.uniform(k2, (B,))
+    cond = jax.random.normal(k3, (B, config.cond_dim))
+    return x_t, t, cond
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """Fresh TINY variables (init jitted: eager flax init dispatches op by op)."""
+    return jax.jit(init_params, static_argnums=0)(TINY, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def apply():
+    return jax.jit(DiT1d(TINY).apply)
+
+
+def _perturbed(params, scale: float = 0.1, seed: int = 1):
+    """Params with every leaf moved by N(0, scale^2) noise, so no layer is still zero."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: jnp.asarray(p + scale * rng.standard_normal(p.shape), jnp.float32), params)
+
+
+def test_fresh_block_is_identity():
+    x = jax.random.normal(jax.random.PRNGKey(0), (B, 5, 32))
+    c = jax.random.normal(jax.random.PRNGKey(1), (B, 32))
+    block = DiTBlock(num_heads=2, mlp_dim=64)
+    params = jax.jit(block.init)(jax.random.PRNGKey(2), x, c)
+    block_apply = jax.jit(block.apply)
+    np.testing.assert_array_equal(np.asarray(block_apply(params, x, c)), np.asarray(x))
+    # and not because the block ignores its input: with non-zero modulation it changes x
+    assert not np.allclose(block_apply(_perturbed(params), x, c), x)
+
+
+def test_fresh_model_outputs_zero_actions(fresh, apply):
+    U = apply(fresh, *_inputs(TINY))
+    np.testing.assert_array_equal(np.asarray(U), 0.0)
+
+
+def test_output_shape_and_bounds(fresh, apply):
+    params = _perturbed(fresh, scale=1.0)
+    x_t, t, cond = _inputs(TINY)
+    U = apply(params, 10.0 * x_t, t, cond)
+    assert U.shape == (B, TINY.horizon, 12)
+    assert bool(jnp.all(jnp.abs(U) <= 1.0)) and bool(jnp.all(jnp.isfinite(U)))
+    assert float(jnp.abs(U).max()) > 0.5  # large weights actually push towards the bounds
+
+
+def test_depends_on_t_cond_and_state(fresh, apply):
+    params = _perturbed(fresh)
+    x_t, t, cond = _inputs(TINY)
+    U = apply(params, x_t, t, cond)
+    other_gait = cond.at[:, 3:].set(jnp.eye(4)[:B])
+    for changed in [(x_t, t + 0.3, cond), (x_t, t, other_gait), (x_t.at[:, 2].add(1.0), t, cond)]:
+        assert float(jnp.abs(apply(params, *changed) - U).max()) > 1e-3
+    # each window's actions depend on its own inputs only
+    U2 = apply(params, x_t.at[0].add(1.0), t, cond)
+    np.testing.assert_allclose(U2[1:], U[1:], atol=1e-6)
+
+
+def test_bad_input_shapes_raise(fresh, apply):
+    x_t, t, cond = _inputs(TINY)
+    with pytest.raises(ValueError, match=r"\(B, 5, 37\)"):
+        apply(fresh, x_t[:, :4], t, cond)
+    with pytest.raises(ValueError, match="cond"):
+        apply(fresh, x_t, t, cond[:, :6])
+
+
+def test_sinusoidal_embedding():
+    e = sinusoidal_embedding(jnp.array([0.0, 1.0]), 8)
+    assert e.shape == (2, 8)
+    np.testing.assert_allclose(e[0], [1, 1, 1, 1, 0, 0, 0, 0], atol=1e-7)  # cos 0 = 1, sin 0 = 0
+    np.testing.assert_allclose(e[1, 0], np.cos(1.0), rtol=1e-6)  # fastest frequency is 1
+
+
+@pytest.mark.parametrize("preset, target", [("small", 1e6), ("medium", 5e6), ("large", 10e6)])
+def test_preset_parameter_counts(preset, target):
+    config = getattr(DiTConfig, preset)()
+    n = count_params(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
+    print(f"DiTConfig.{preset}(): d_model={config.d_model} depth={config.depth} heads={config.num_heads} "
+          f"mlp_ratio={config.mlp_ratio} -> {n:,} parameters")
+    assert 0.9 * target <= n <= 1.1 * target
+
+
+def test_config_validation():
+    assert DiTConfig().cond_dim == COND_DIM == 7 and DiTConfig().state_dim == 37
+    with pytest.raises(ValueError, match="num_heads must divide d_model=128, got 3"):
+        DiTConfig(num_heads=3)
+    with pytest.raises(ValueError, match="depth must be a positive int, got 0"):
+        DiTConfig(depth=0)
+    with pytest.raises(ValueError, match="ode_steps"):
+        FlowConfig(ode_steps=0)
+    with pytest.raises(ValueError, match="t_clamp"):
+        FlowConfig(t_clamp=0.0)
+    with pytest.raises(ValueError, match="state_weights must have 37 entries, got 3"):
+        FlowConfig(state_weights=(1.0, 1.0, 1.0))
+    assert hash(FlowConfig(state_weights=[1.0] * 37)) == hash(FlowConfig(state_weights=(1.0,) * 37))

@@ -21,11 +21,11 @@ B, H = 2, 16
 
 @pytest.fixture(scope="module")
 def x0():
-    """(B, 37): the home pose, and the home pose after 0.5 s of settling (feet loaded)."""
+    """(B, 37): the home pose and a perturbed home pose, each after 0.32 s of settling,
+    so the feet are loaded (no contact is just being made, where the dynamics has a kink)."""
     x = np.tile(PHYSICS.home_state, (B, 1))
-    settled = np.asarray(envs.rollout(jnp.asarray(x), jnp.zeros((B, H, 12))))[:, -1]
-    x[1] = settled[1]
-    return jnp.asarray(x)
+    x[1, JOINT_POS] += np.random.default_rng(0).uniform(-0.1, 0.1, 12)
+    return envs.rollout(jnp.asarray(x), jnp.zeros((B, H, 12)))[:, -1]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,10 @@ def test_gradient_finite_with_feet_in_contact(x0, U, loss_and_grad):
 
 
 def test_directional_derivative_matches_finite_difference(x0, U, loss_and_grad):
-    """grad . v against a central difference over a short horizon (3 control steps)."""
+    """grad . v against a central difference over a short horizon (3 control steps).
+
+    In float64 the two agree to 1e-7 (relative) for eps from 1e-2 to 1e-4. In float32
+    rounding dominates below eps ~ 1e-3; eps = 1e-2 measured 1e-4 relative error."""
     k = 3
     w = jnp.zeros(H + 1).at[1: k + 1].set(1.0)
     c = jax.random.normal(jax.random.PRNGKey(2), (37,))
@@ -128,7 +131,7 @@ def test_directional_derivative_matches_finite_difference(x0, U, loss_and_grad):
     v = v / jnp.linalg.norm(v)
     _, g = loss_and_grad(U, x0, w, c)
     analytic = float(jnp.vdot(g, v))
-    eps = 1e-3
+    eps = 1e-2
     fd = (float(_weighted_loss(U + eps * v, x0, w, c)) - float(_weighted_loss(U - eps * v, x0, w, c))) / (2 * eps)
     print(f"directional derivative: reverse mode {analytic:.5f}, central difference {fd:.5f}")
     assert abs(analytic - fd) <= 0.1 * abs(fd)

@@ -1,9 +1,18 @@
-"""Heading frame of a window: the world frame moved to the first state's base and turned by its yaw.
+"""Heading frame of a window: the world frame moved to the first state's base and turned by its heading.
 
 On flat ground the Go1's dynamics do not change when the robot is shifted in
-x, y or turned about the vertical axis, so windows are expressed in the frame
-of their first state: base x, y of row 0 become 0 and its yaw becomes 0. Per
-block of the state (layout in ``envs.physics``):
+x, y, so windows are expressed in the frame of their first state: base x, y of
+row 0 become 0. The turn is by the first state's yaw SNAPPED TO A MULTIPLE OF
+90 DEGREES (``heading_turn``), so row 0 keeps a residual yaw in [-45, 45]
+degrees: the MJCF's pyramidal friction cones are aligned with the world axes
+(MJX cannot differentiate the isotropic elliptic cone, see
+``envs.physics.validate_mj_model``), so the dynamics is exactly invariant to
+quarter turns but not to other yaws (0.12 rad/s of joint velocity after one
+step at 0.3 rad, measured in native MuJoCo). With the snapped turn,
+``to_heading_frame(Phi(x0, U)) == Phi(to_heading_frame(x0), U)`` holds to
+float precision for every x0 (tested), which is what training and the policy
+rely on. Per block of the state (layout in ``envs.physics``), with
+yaw0 = ``heading_turn`` of the first state and p0 its base x, y:
 
 ===========  ==========================================================
 block        transform (yaw0, p0 = yaw and base x, y of the first state)
@@ -44,6 +53,12 @@ def yaw_of(q: Array, xp: ModuleType = np) -> Array:
     """Yaw (rad, in (-pi, pi]) of unit quaternions q (..., 4) (w, x, y, z), body-to-world."""
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     return xp.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def heading_turn(yaw: Array, xp: ModuleType = np) -> Array:
+    """The heading frame's yaw (rad): ``yaw`` (...,) snapped to the nearest multiple of pi/2."""
+    quarter = 0.5 * np.pi
+    return quarter * xp.round(yaw / quarter)
 
 
 def _canonical_quat(q: Array, xp: ModuleType) -> Array:
@@ -87,11 +102,11 @@ def to_heading_frame(X: Array, xp: ModuleType = np) -> Array:
 
     Returns:
       (..., T, 37) states in the frame of ``X[..., 0, :]``: row 0 has base
-      x = y = 0 m and yaw 0; quaternions have w >= 0.
+      x = y = 0 m and yaw in [-pi/4, pi/4]; quaternions have w >= 0.
     """
     origin = X[..., 0, :]  # (..., 37)
     shifted = _shift_xy(X, -origin[..., :2], xp)
-    return _turn(shifted, -yaw_of(origin[..., BASE_QUAT], xp), xp)
+    return _turn(shifted, -heading_turn(yaw_of(origin[..., BASE_QUAT], xp), xp), xp)
 
 
 def from_heading_frame(X_h: Array, x0_world: Array, xp: ModuleType = np) -> Array:
@@ -100,12 +115,12 @@ def from_heading_frame(X_h: Array, x0_world: Array, xp: ModuleType = np) -> Arra
     Args:
       X_h: (..., T, 37) states in a heading frame, e.g. (B, H+1, 37) sampled windows.
       x0_world: (..., 37) world-frame state that defines the frame (only its base
-        x, y and yaw are used), normally the world state whose heading-frame
+        x, y and snapped yaw are used), normally the world state whose heading-frame
         image is ``X_h[..., 0, :]``.
       xp: ``numpy`` or ``jax.numpy``.
 
     Returns:
       (..., T, 37) world-frame states; quaternions have w >= 0.
     """
-    turned = _turn(X_h, yaw_of(x0_world[..., BASE_QUAT], xp), xp)
+    turned = _turn(X_h, heading_turn(yaw_of(x0_world[..., BASE_QUAT], xp), xp), xp)
     return _shift_xy(turned, x0_world[..., :2], xp)

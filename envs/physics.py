@@ -186,6 +186,14 @@ def validate_mj_model(m: mujoco.MjModel, config: PhysicsConfig = PHYSICS) -> Non
     _check("timestep", config.sim_dt, m.opt.timestep, errors)
     _check("iterations", config.solver_iterations, m.opt.iterations, errors)
     _check("ls_iterations", config.ls_iterations, m.opt.ls_iterations, errors)
+    if m.opt.cone != mujoco.mjtCone.mjCONE_PYRAMIDAL:
+        # An elliptic cone would make the dynamics invariant to any yaw, but MJX's
+        # elliptic-cone solver takes sqrt(0) for every contact with zero tangential
+        # force, so every derivative through it is NaN (measured with mujoco-mjx
+        # 3.17). The pyramid's edges follow the world axes: the dynamics is exactly
+        # invariant to shifts and to yaw turns by multiples of 90 degrees only,
+        # which dynaflow_policy.frames uses.
+        errors.append("cone: expected pyramidal (MJX gradients through the elliptic cone are NaN)")
     if m.opt.integrator != mujoco.mjtIntegrator.mjINT_EULER:
         errors.append(f"integrator: expected Euler, found {mujoco.mjtIntegrator(m.opt.integrator).name}")
     for flag in (mujoco.mjtDisableBit.mjDSBL_WARMSTART, mujoco.mjtDisableBit.mjDSBL_EULERDAMP):

@@ -6,9 +6,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from dynaflow_policy.frames import from_heading_frame, to_heading_frame, yaw_of
+from dynaflow_policy.frames import _turn, from_heading_frame, heading_turn, to_heading_frame, yaw_of
 from envs.native import NativeGo1
-from envs.physics import BASE_ANGVEL, BASE_QUAT, JOINT_POS, NQ, PHYSICS, STATE_DIM
+from envs.physics import BASE_ANGVEL, BASE_QUAT, JOINT_POS, JOINT_VEL, NQ, PHYSICS, STATE_DIM
 
 
 def _quat_from_euler(roll, pitch, yaw):
@@ -38,7 +38,10 @@ def test_first_state_is_the_origin():
     Xh = to_heading_frame(X)
     assert Xh.shape == X.shape
     np.testing.assert_allclose(Xh[:, 0, :2], 0.0, atol=1e-12)
-    np.testing.assert_allclose(yaw_of(Xh[:, 0, BASE_QUAT]), 0.0, atol=1e-12)
+    residual = yaw_of(Xh[:, 0, BASE_QUAT])
+    np.testing.assert_allclose(residual, yaw_of(X[:, 0, BASE_QUAT]) - heading_turn(yaw_of(X[:, 0, BASE_QUAT])),
+                               atol=1e-9)
+    assert np.all(np.abs(residual) <= np.pi / 4 + 1e-9)
     assert np.all(Xh[..., BASE_QUAT.start] >= 0)
     np.testing.assert_allclose(np.linalg.norm(Xh[..., BASE_QUAT], axis=-1), 1.0, atol=1e-12)
     # height, joints, body-frame angular velocity untouched; horizontal speed preserved
@@ -112,9 +115,23 @@ def test_native_physics_with_elliptic_cones_is_invariant_to_any_yaw():
     _assert_invariant(*_invariance_case([0.3, 2.0]), cone=mujoco.mjtCone.mjCONE_ELLIPTIC)
 
 
-@pytest.mark.xfail(strict=True, reason="envs/assets/go1.xml uses cone='pyramidal': the friction pyramid is aligned "
-                                       "with the world axes, so turning the robot by a yaw that is not a multiple "
-                                       "of 90 degrees changes the contact forces (0.12 rad/s in joint velocity "
-                                       "after one step at yaw 0.3). Remove this mark once the cone is elliptic.")
-def test_native_physics_is_invariant_to_any_yaw():
-    _assert_invariant(*_invariance_case([0.3, 2.0]))
+def test_heading_frame_commutes_with_the_physics_at_any_yaw():
+    """to_heading_frame(Phi(x0, U)) == Phi(to_heading_frame(x0), U) for any world position and yaw:
+    the snapped turn keeps the pyramidal cones' axes where they were."""
+    x, U, xa, xb = _invariance_case([0.3, 2.0])
+    for xw in (xa, xb):
+        X_world = _replay(xw, U)
+        x0_h = to_heading_frame(xw[None])[0]
+        np.testing.assert_allclose(to_heading_frame(X_world), _replay(x0_h, U), atol=1e-6)
+
+
+def test_pyramidal_physics_is_not_invariant_to_other_yaws():
+    """Why the heading turn is snapped: with the shipped pyramidal cones, the same start state turned
+    by 0.3 rad moves its joints differently; turned by 90 degrees it moves them identically."""
+    x, U, _, _ = _invariance_case([0.0, 0.0])
+    joint_vel = {}
+    for yaw in (0.0, 0.3, np.pi / 2):
+        xw = _turn(x[None], np.asarray(yaw), np)[0]
+        joint_vel[yaw] = _replay(xw, U)[:, JOINT_VEL]
+    np.testing.assert_allclose(joint_vel[np.pi / 2], joint_vel[0.0], atol=1e-6)
+    assert np.abs(joint_vel[0.3] - joint_vel[0.0]).max() > 1e-2

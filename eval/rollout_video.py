@@ -20,7 +20,7 @@ import tyro
 class VideoConfig:
     output: str = "outputs/go1_standing.mp4"
     """Where to write the MP4."""
-    seconds: float = 5.0
+    seconds: float = 10.0
     """Duration (s) of simulated time."""
     width: int = 640
     """Frame width (px)."""

@@ -1,0 +1,230 @@
+"""Checkpoints as plain data: one directory per step, written atomically, checked on load.
+
+Layout (nothing is pickled)::
+
+    <directory>/
+      100/
+        state.msgpack   arrays: flax.serialization.msgpack_serialize of a nested dict of arrays
+        config.json     metadata: step, configs, normaliser, physics hash, and the
+                        sha256 and byte size of state.msgpack
+      200/
+      .tmp-300-<random>/    a save in progress (or one killed mid-write): never read
+
+Writing. Both files go to a fresh temporary directory next to the step
+directories; each file is flushed and fsync'ed, then the temporary directory is
+renamed to ``<step>`` (an atomic rename on POSIX file systems) and the parent
+directory is fsync'ed. A process killed at any point of a save therefore
+leaves either the complete new checkpoint or no trace of it besides a
+``.tmp-*`` directory, which readers ignore and the next save deletes; the
+previous checkpoints stay loadable. After a save, all but the newest ``keep``
+step directories are deleted.
+
+Reading. ``config.json`` must parse and name the current format; its physics
+hash must equal ``envs.PHYSICS.hash()`` (unless explicitly allowed);
+``state.msgpack`` must have the recorded size and sha256. Every failure raises
+:class:`CheckpointError` saying which file is wrong and how (truncated, corrupt,
+other physics, ...).
+
+This module knows nothing about what the arrays are; ``dynaflow_policy.train``
+stores the training state in it and rebuilds it on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import flax.serialization
+import numpy as np
+
+from envs.physics import PHYSICS, PhysicsConfig
+
+FORMAT = "dynaflow-policy-checkpoint"
+FORMAT_VERSION = 1
+STATE_FILE = "state.msgpack"
+META_FILE = "config.json"
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupt, of another format or made under other physics."""
+
+
+def step_dirs(directory: str | os.PathLike) -> list[tuple[int, str]]:
+    """Complete checkpoints under ``directory``: ``[(step, path), ...]`` sorted by step.
+
+    A step directory counts once it holds both files (temporary directories
+    never do, since they only get their final name when complete).
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return []
+    out = []
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.isdigit() and os.path.isfile(os.path.join(path, META_FILE)) \
+                and os.path.isfile(os.path.join(path, STATE_FILE)):
+            out.append((int(name), path))
+    return sorted(out)
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> str | None:
+    """Path of the newest complete checkpoint under ``directory``, or None."""
+    dirs = step_dirs(directory)
+    return dirs[-1][1] if dirs else None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Writes ``data`` to a new file and forces it to disk."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _to_numpy(tree: Any) -> Any:
+    """Nested dict/list of arrays -> the same with numpy leaves (jax.Array, scalars and numpy accepted)."""
+    if isinstance(tree, dict):
+        return {str(k): _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_to_numpy(v) for v in tree]
+    return np.asarray(tree)
+
+
+def save(directory: str | os.PathLike, step: int, arrays: dict[str, Any], meta: dict[str, Any], keep: int = 3,
+         physics: PhysicsConfig = PHYSICS) -> str:
+    """Writes checkpoint ``<directory>/<step>/`` atomically and prunes old ones.
+
+    Args:
+      directory: parent of the step directories (created if missing).
+      step: training step, >= 0; an existing checkpoint of this step is replaced.
+      arrays: nested dict of arrays (numpy, JAX or scalars), e.g.
+        ``flax.serialization.to_state_dict(train_state)``; must be fully
+        addressable on this process (fetch sharded arrays first).
+      meta: JSON-serialisable metadata; keys ``format``, ``format_version``,
+        ``step``, ``physics_hash``, ``state_sha256`` and ``state_bytes`` are added.
+      keep: number of newest step directories kept (>= 1).
+      physics: the physics whose hash is recorded.
+
+    Returns:
+      The path of the new step directory.
+    """
+    if step < 0 or keep < 1:
+        raise ValueError(f"need step >= 0 and keep >= 1, got step={step}, keep={keep}")
+    directory = os.path.abspath(os.fspath(directory))
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):  # leftovers of saves that were killed
+        if name.startswith(_TMP_PREFIX):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+    data = flax.serialization.msgpack_serialize(_to_numpy(arrays))
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
+            "physics_hash": physics.hash(), "state_file": STATE_FILE,
+            "state_sha256": hashlib.sha256(data).hexdigest(), "state_bytes": len(data)}
+    text = json.dumps(meta, indent=1, sort_keys=True).encode()
+
+    final = os.path.join(directory, str(int(step)))
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{int(step)}-", dir=directory)
+    try:
+        _write_file(os.path.join(tmp, STATE_FILE), data)
+        _write_file(os.path.join(tmp, META_FILE), text)
+        _fsync_dir(tmp)
+        old = None
+        if os.path.exists(final):  # re-saving a step: move the old copy aside, then swap
+            old = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{int(step)}-", dir=directory)
+            os.replace(final, os.path.join(old, "ckpt"))
+        os.rename(tmp, final)
+        _fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    for _, path in step_dirs(directory)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Parses and checks ``<path>/config.json`` (format, version, keys); no physics check."""
+    file = os.path.join(os.fspath(path), META_FILE)
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: missing; {os.fspath(path)} is not a complete checkpoint directory")
+    try:
+        with open(file, "rb") as f:
+            meta = json.loads(f.read().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e}); the file is truncated or corrupt") from None
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != FORMAT:
+        raise CheckpointError(f"{file}: not a {FORMAT} file (format {found!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{file}: format version {meta.get('format_version')!r}, this code reads "
+                              f"version {FORMAT_VERSION}")
+    missing = [k for k in ("step", "physics_hash", "state_sha256", "state_bytes") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{file}: missing keys {missing}; the file is corrupt")
+    return meta
+
+
+def restore(path: str | os.PathLike, physics: PhysicsConfig = PHYSICS,
+            allow_other_physics: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads a checkpoint written by :func:`save`.
+
+    Args:
+      path: a step directory, or a directory of step directories (then the newest
+        complete one is read).
+      physics: the physics the checkpoint must have been made under.
+      allow_other_physics: skip the physics-hash check.
+
+    Returns:
+      (arrays, meta): the nested dict of numpy arrays that was saved, and the metadata.
+
+    Raises:
+      CheckpointError: no checkpoint at ``path``; unreadable, truncated or corrupt
+        files (size or sha256 differ from ``config.json``); other format; other physics.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, META_FILE)):
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"no checkpoint at {path} (expected {META_FILE} and {STATE_FILE} in it or in a "
+                                  "numbered step directory under it)")
+        path = latest
+    meta = read_meta(path)
+    if not allow_other_physics and meta["physics_hash"] != physics.hash():
+        raise CheckpointError(
+            f"{path}: made under physics hash {meta['physics_hash']}, but the current physics config "
+            f"(envs.PHYSICS) has hash {physics.hash()}; the model was trained on other dynamics. Retrain, or pass "
+            "allow_other_physics=True to load it anyway")
+    file = os.path.join(path, STATE_FILE)
+    try:
+        with open(file, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing") from None
+    if len(data) != meta["state_bytes"]:
+        raise CheckpointError(f"{file}: truncated or corrupt: {len(data)} bytes, {META_FILE} records "
+                              f"{meta['state_bytes']}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["state_sha256"]:
+        raise CheckpointError(f"{file}: corrupt: sha256 {digest[:16]}..., {META_FILE} records "
+                              f"{meta['state_sha256'][:16]}...")
+    try:
+        arrays = flax.serialization.msgpack_restore(data)
+    except Exception as e:  # the checksum matched, so this is a writer bug, not a damaged file
+        raise CheckpointError(f"{file}: checksum matches but msgpack decoding failed ({type(e).__name__}: {e})") \
+            from e
+    return arrays, meta

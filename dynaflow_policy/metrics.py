@@ -10,7 +10,8 @@ first (q and -q are the same rotation).
   simulator. :func:`sae` uses the MJX step (float32, jitted);
   :func:`sae_native` the native MuJoCo step (float64, CPU, ~0.3 ms per
   transition), for datasets. For state-only data, :func:`sae_fitted_native`
-  first fits the action of every transition (:func:`fit_actions_native`).
+  first fits the action of every transition (:func:`fit_actions_native`);
+  :func:`admissibility_errors_fitted_native` gives its per-transition errors.
 - TRE, trajectory reconstruction error: mean over entries of the squared
   normalised error between generated and reference windows, rows 1..H (row 0
   is the shared x0).
@@ -228,16 +229,45 @@ def fit_actions_native(x_k: Array, x_next: Array, normalizer_or_scale: Normalize
     return out
 
 
+def admissibility_errors_fitted_native(X: Array, normalizer_or_scale: Normalizer | Array, starts: int = 8,
+                                       iterations: int = 10, action_bound: float = 1.0, seed: int = 0,
+                                       physics: PhysicsConfig = PHYSICS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-transition admissibility errors of state-only windows, with the actions fitted by :func:`fit_actions_native`.
+
+    Each error is an upper bound on the smallest one that any action in the
+    bound achieves for that transition (the fit is local): 0 for feasible data
+    up to the solver's tolerance, except for the transitions where every start
+    stops on the wrong smooth piece (see :func:`fit_actions_native`). Windows
+    are flattened in order, so each transition is also started from the
+    previous transition's fit. Measured with the defaults on 200 transitions of
+    native rollouts under smooth random actions (the calibration row of
+    ``eval/kinematic_infeasibility.py``, sigma of a kinematic gait dataset):
+    72% fit below 1e-3, median 0, 90th percentile 0.09, mean 0.04, max 1.2.
+
+    Args:
+      X: (B, H+1, 37) states.
+      normalizer_or_scale, starts, iterations, action_bound, seed, physics: as in :func:`fit_actions_native`.
+
+    Returns:
+      The errors (B, H) of :func:`admissibility_errors_native` under the fitted
+      actions, and those actions (B, H, 12).
+    """
+    X = np.asarray(X, np.float64)
+    if X.ndim != 3 or X.shape[1] < 2 or X.shape[2] != STATE_DIM:
+        raise ValueError(f"X must be (B, H+1, {STATE_DIM}) with H >= 1, got {X.shape}")
+    b, rows, _ = X.shape
+    U = fit_actions_native(X[:, :-1].reshape(-1, STATE_DIM), X[:, 1:].reshape(-1, STATE_DIM), normalizer_or_scale,
+                           starts, iterations, action_bound, seed, physics)  # (B*H, 12)
+    U = U.reshape(b, rows - 1, ACTION_DIM)  # (B, H, 12)
+    return admissibility_errors_native(X, U, normalizer_or_scale, physics), U
+
+
 def sae_fitted_native(X: Array, normalizer_or_scale: Normalizer | Array, starts: int = 8, iterations: int = 10,
                       action_bound: float = 1.0, seed: int = 0,
                       physics: PhysicsConfig = PHYSICS) -> tuple[float, np.ndarray]:
-    """SAE of state-only windows, with the actions fitted by :func:`fit_actions_native`.
+    """SAE of state-only windows: the mean of :func:`admissibility_errors_fitted_native`.
 
-    An upper bound on the smallest SAE that any actions in the bound achieve
-    (the fit is local); 0 for feasible data up to the solver's tolerance, except
-    for the few transitions where every start stops on the wrong smooth piece
-    (see :func:`fit_actions_native`). Windows are flattened in order, so each
-    transition is also started from the previous transition's fit.
+    An upper bound on the smallest SAE that any actions in the bound achieve.
 
     Args:
       X: (B, H+1, 37) states.
@@ -246,12 +276,9 @@ def sae_fitted_native(X: Array, normalizer_or_scale: Normalizer | Array, starts:
     Returns:
       The SAE, and the fitted actions (B, H, 12).
     """
-    X = np.asarray(X, np.float64)
-    b, rows, _ = X.shape
-    U = fit_actions_native(X[:, :-1].reshape(-1, STATE_DIM), X[:, 1:].reshape(-1, STATE_DIM), normalizer_or_scale,
-                           starts, iterations, action_bound, seed, physics)  # (B*H, 12)
-    U = U.reshape(b, rows - 1, ACTION_DIM)  # (B, H, 12)
-    return sae_native(X, U, normalizer_or_scale, physics), U
+    errors, U = admissibility_errors_fitted_native(X, normalizer_or_scale, starts, iterations, action_bound, seed,
+                                                   physics)
+    return float(np.mean(errors)), U
 
 
 def tre(X_gen: Array, X_ref: Array, normalizer_or_scale: Normalizer | Array) -> Array:

@@ -73,8 +73,10 @@ def test_fit_actions_native_recovers_replayed_actions(data):
 
 def test_sae_of_state_only_data(data, perturbed):
     X, U, norm = data
-    feasible, U_fit = metrics.sae_fitted_native(X, norm)
-    assert U_fit.shape == U.shape
+    errors, U_fit = metrics.admissibility_errors_fitted_native(X, norm)
+    assert errors.shape == (B, H) and U_fit.shape == U.shape
+    np.testing.assert_array_equal(errors, metrics.admissibility_errors_native(X, U_fit, norm))
+    feasible = float(errors.mean())
     assert feasible < 1e-6
     infeasible, _ = metrics.sae_fitted_native(perturbed, norm)
     print(f"SAE with fitted actions: feasible {feasible:.1e}, perturbed {infeasible:.3f}")

@@ -1,0 +1,147 @@
+"""PPO expert: a tiny Brax PPO run writes checkpoints and metrics, resumes, and loads as a numpy policy."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import gymnasium
+import numpy as np
+import pytest
+import tyro
+
+import envs
+from dynaflow_policy import checkpoint
+from dynaflow_policy.experts import load_expert
+from dynaflow_policy.experts import ppo
+
+# One PPO training step = batch_size * num_minibatches * unroll_length = 4 * 2 * 5 = 40 env steps;
+# 160 env steps = one evaluation interval of 4 training steps.
+TINY = ppo.PPOConfig(num_timesteps=160, num_evals=2, num_envs=4, episode_length=10, unroll_length=5, batch_size=4,
+                     num_minibatches=2, num_updates_per_batch=1, policy_hidden_layer_sizes=(8, 8),
+                     value_hidden_layer_sizes=(8,), num_eval_envs=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(workdir, checkpoint path, progress calls) of a finished TINY run."""
+    workdir = tmp_path_factory.mktemp("ppo")
+    calls = []
+    path = ppo.train(TINY, workdir, progress_fn=lambda step, m: calls.append((step, m)))
+    return workdir, path, calls
+
+
+def _normalizer_count(path):
+    arrays, _ = checkpoint.restore(path)
+    count = arrays["normalizer"]["count"]
+    return int(count["hi"]) * 2**32 + int(count["lo"])
+
+
+def test_config_checks():
+    assert TINY.eval_interval_steps == 160
+    assert ppo.PPOConfig().eval_interval_steps % ppo.PPOConfig().env_steps_per_training_step == 0
+    with pytest.raises(ValueError, match="multiple of num_envs"):
+        dataclasses.replace(TINY, num_envs=3)
+    with pytest.raises(ValueError, match="num_evals"):
+        dataclasses.replace(TINY, num_evals=1)
+    with pytest.raises(ValueError, match="gaits"):
+        dataclasses.replace(TINY, gaits=("gallop",))
+    assert ppo.PPOConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+
+
+def test_cli_flags_are_config_fields():
+    args = tyro.cli(ppo.Args, args=["--workdir", "w", "--num-envs", "8", "--policy-hidden-layer-sizes", "16", "16",
+                                    "--resume"])
+    assert args.workdir == "w" and args.resume
+    assert args.config == dataclasses.replace(ppo.default_config(), num_envs=8, policy_hidden_layer_sizes=(16, 16))
+
+
+def test_run_writes_checkpoint_metrics_and_plot(tiny_run):
+    workdir, path, calls = tiny_run
+    assert path == os.path.join(workdir, "checkpoints", "160")
+    _, meta = checkpoint.restore(path)
+    assert meta["kind"] == "ppo-expert" and meta["step"] == 160
+    assert ppo.PPOConfig.from_dict(meta["ppo_config"]) == TINY
+    assert _normalizer_count(path) == 160  # one observation per env step went into the normaliser
+
+    rows = ppo.read_metrics(workdir)
+    assert [r["step"] for r in rows] == [0, 160]
+    assert [s for s, _ in calls] == [0, 160]
+    names = envs.RewardWeights().as_dict()
+    for row in rows:
+        assert np.isfinite(row["eval/episode_reward"])
+        assert {f"reward/{k}" for k in names} <= set(row)  # every named term of envs.task is reported
+    assert rows[-1]["train/sps"] > 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert os.path.getsize(os.path.join(workdir, ppo.PLOT_FILE)) > 1000
+
+
+def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
+    workdir, _, _ = tiny_run
+    shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+    with open(tmp_path / ppo.METRICS_FILE, "a") as f:  # a line written after the checkpoint, then killed
+        f.write(json.dumps({"step": 320, "eval/episode_reward": 0.0}) + "\n" + '{"step": 4')
+
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        ppo.train(TINY, tmp_path)
+    with pytest.raises(ValueError, match="learning_rate"):
+        ppo.train(dataclasses.replace(TINY, learning_rate=1e-3, num_timesteps=320), tmp_path, resume=True)
+    assert ppo.train(TINY, tmp_path, resume=True) == os.path.join(tmp_path, "checkpoints", "160")  # nothing to do
+
+    path = ppo.train(dataclasses.replace(TINY, num_timesteps=320), tmp_path, resume=True)
+    assert path == os.path.join(tmp_path, "checkpoints", "320")
+    # The normaliser continued from the checkpoint (a fresh one would have counted 160).
+    assert _normalizer_count(path) == 320
+    assert [r["step"] for r in ppo.read_metrics(tmp_path)] == [0, 160, 320]
+
+
+def test_load_expert_acts_in_gym_env(tiny_run):
+    _, path, _ = tiny_run
+    expert = load_expert(path)
+    env = gymnasium.make(envs.GYM_ID)
+    obs, _ = env.reset(seed=0, options={"command": (0.5, 0.0, 0.0)})
+    for _ in range(3):
+        action = expert.act(obs)
+        assert action.shape == (12,) and action.dtype == np.float32
+        assert np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1.0)
+        np.testing.assert_array_equal(expert.act(obs), action)  # deterministic
+        obs, *_ = env.step(action)
+    env.close()
+    assert expert.act(np.stack([obs, obs])).shape == (2, 12)
+    with pytest.raises(ValueError, match="shape"):
+        expert.act(np.zeros(37))
+
+
+def test_numpy_expert_matches_brax_inference(tiny_run):
+    import functools
+
+    import jax
+    from brax.training.acme import running_statistics
+    from brax.training.agents.ppo import networks as ppo_networks
+
+    _, path, _ = tiny_run
+    arrays, _ = checkpoint.restore(path)
+    params = ppo._arrays_to_params(arrays)
+    network = ppo_networks.make_ppo_networks(
+        envs.task.OBS_DIM, envs.ACTION_DIM, preprocess_observations_fn=running_statistics.normalize,
+        policy_hidden_layer_sizes=TINY.policy_hidden_layer_sizes, value_hidden_layer_sizes=TINY.value_hidden_layer_sizes)
+    policy = ppo_networks.make_inference_fn(network)(params, deterministic=True)
+    obs = np.random.default_rng(0).normal(size=(5, envs.task.OBS_DIM)).astype(np.float32)
+    obs[:, :37] += np.asarray(envs.PHYSICS.home_state, np.float32)
+    brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(obs)
+    np.testing.assert_allclose(load_expert(path).act(obs), np.asarray(brax_action), atol=1e-5)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tiny_run, tmp_path):
+    _, path, _ = tiny_run
+    bad = tmp_path / "160"
+    shutil.copytree(path, bad)
+    state = bad / checkpoint.STATE_FILE
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated"):
+        load_expert(bad)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        load_expert(tmp_path / "missing")

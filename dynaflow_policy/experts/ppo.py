@@ -227,18 +227,15 @@ def _write_metrics(workdir: str, rows: list[dict[str, float]]) -> None:
     os.replace(tmp, path)
 
 
-def plot_learning_curve(workdir: str | os.PathLike) -> str | None:
+def plot_learning_curve(workdir: str | os.PathLike) -> str:
     """Draws ``<workdir>/learning_curve.png`` from metrics.jsonl: eval reward and each reward term vs env steps.
 
-    Returns the path, or None when matplotlib is missing (a warning is printed).
+    Returns the path.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("warning: matplotlib is not installed; no learning-curve plot", file=sys.stderr)
-        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     workdir = os.fspath(workdir)
     rows = [r for r in read_metrics(workdir) if "eval/episode_reward" in r]
     terms = sorted({k for r in rows for k in r if k.startswith("reward/")})

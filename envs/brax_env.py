@@ -50,18 +50,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax import base as brax_base
+from mujoco import mjx
 from brax.envs.base import PipelineEnv, State
 from brax.io import mjcf
 
 from envs import physics
 from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
                           PhysicsConfig)
-from envs.dynamics import state_from_data, step_data
-from envs.task import (COMMAND_DIM, GAITS, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, reward_terms,
+from envs.dynamics import mjx_model, state_from_data, step_data
+from envs.task import (COMMAND_DIM, GAITS, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges,
+                       RewardWeights, gait_index, is_fallen, reward_terms,
                        total_reward, update_feet, observation)
-
-INIT_JOINT_NOISE: float = 0.1
-"""With ``randomize_init``: joint angles at reset are home +- U(this) rad, clipped to the ranges."""
 
 
 
@@ -108,6 +107,7 @@ class Go1Env(PipelineEnv):
         self.resample_command_steps = int(resample_command_steps)
         self.randomize_init = bool(randomize_init)
         self.config = config
+        self._mjx_model = mjx_model(config)
         self._gait_ids = gait_ids
         self._foot_site_ids = np.array([mj_model.site(name).id for name in FOOT_SITES])
         self._body_rootid = np.asarray(mj_model.body_rootid[1:])
@@ -212,6 +212,12 @@ class Go1Env(PipelineEnv):
         return jnp.asarray(self._gait_ids)[jax.random.randint(rng, (), 0, len(self._gait_ids))]
 
     def _foot_heights(self, d) -> jax.Array:
-        """(4,) foot site heights (m), order FR, FL, RR, RL."""
-        return d.site_xpos[self._foot_site_ids, 2]
+        """(4,) foot site heights (m) at the state of ``d``, order FR, FL, RR, RL.
+
+        After ``mjx.step`` the data's site positions are those of the start of
+        the last substep (MJX integrates after computing kinematics), so the
+        kinematics is recomputed: the Gymnasium env reads heights at the same
+        post-step state.
+        """
+        return mjx.kinematics(self._mjx_model, d).site_xpos[self._foot_site_ids, 2]
 

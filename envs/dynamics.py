@@ -101,7 +101,7 @@ def _rollout_one(x0: jax.Array, U: jax.Array, config: PhysicsConfig) -> jax.Arra
 
 @functools.partial(jax.jit, static_argnames="config")
 def rollout(x0: jax.Array, U: jax.Array, config: PhysicsConfig = PHYSICS) -> jax.Array:
-    """Phi(x0, U): batched, jitted, vmappable, reverse-mode differentiable.
+    """Phi(x0, U): batched, jitted, reverse-mode differentiable; vmappable over extra leading axes.
 
     Args:
       x0: (B, 37) initial states (layout in ``envs.physics``).

@@ -99,7 +99,7 @@ class Go1GymEnv(gymnasium.Env):
 
     ## Starting State
     ``PHYSICS.home_state`` (standing, 0.278 m) with every joint angle perturbed
-    uniformly by ±``reset_noise_scale`` rad and the heading drawn uniformly in
+    uniformly by ±``reset_noise_scale`` rad (clipped to the joint ranges) and the heading drawn uniformly in
     [-pi, pi) (``random_yaw``). Without options the command is drawn uniformly
     from ``command_ranges`` and the gait is ``"trot"``. Options:
 
@@ -124,7 +124,7 @@ class Go1GymEnv(gymnasium.Env):
     | `render_mode`       | str or None   | `None`            | `None` or `"rgb_array"` (camera `"track"`)       |
     | `command_ranges`    | CommandRanges | `CommandRanges()` | uniform ranges of sampled commands               |
     | `reward_weights`    | RewardWeights | `RewardWeights()` | reward term weights                              |
-    | `reset_noise_scale` | float         | `0.05`            | joint-angle noise at reset (rad)                 |
+    | `reset_noise_scale` | float         | `0.1`             | joint-angle noise at reset (rad), then clipped   |
     | `random_yaw`        | bool          | `True`            | random heading at reset                          |
     | `width`, `height`   | int           | `640`, `480`      | rendered image size (pixels)                     |
     | `config`            | PhysicsConfig | `PHYSICS`         | the frozen physics                               |
@@ -138,7 +138,7 @@ class Go1GymEnv(gymnasium.Env):
         render_mode: str | None = None,
         command_ranges: CommandRanges = CommandRanges(),
         reward_weights: RewardWeights = RewardWeights(),
-        reset_noise_scale: float = 0.05,
+        reset_noise_scale: float = task.INIT_JOINT_NOISE,
         random_yaw: bool = True,
         width: int = 640,
         height: int = 480,
@@ -243,7 +243,9 @@ class Go1GymEnv(gymnasium.Env):
             command = self.np_random.uniform(self.command_ranges.low, self.command_ranges.high)
         if x is None:
             x = np.asarray(self.config.home_state, np.float64)
-            x[JOINT_POS] += self.np_random.uniform(-self.reset_noise_scale, self.reset_noise_scale, 12)
+            x[JOINT_POS] = np.clip(
+                x[JOINT_POS] + self.np_random.uniform(-self.reset_noise_scale, self.reset_noise_scale, ACTION_DIM),
+                self.config.joint_lower, self.config.joint_upper)
             if self.random_yaw:
                 yaw = self.np_random.uniform(-np.pi, np.pi)
                 x[BASE_QUAT] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))

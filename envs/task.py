@@ -18,6 +18,8 @@ from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_CO
 
 GAITS: tuple[str, ...] = ("trot", "pace", "bound", "pronk")
 COMMAND_DIM = 3  # (vx m/s, vy m/s, yaw rate rad/s), body frame
+INIT_JOINT_NOISE = 0.1
+"""Default reset perturbation: joint angles are home +- U(this) rad, clipped to the joint ranges."""
 
 
 OBSERVATION_STRUCTURE: dict[str, int] = {
@@ -90,7 +92,10 @@ class CommandRanges:
 class RewardWeights:
     """Weights of the named reward terms (reward = sum of weight * term * dt).
 
-    Values follow MuJoCo Playground's Go1 joystick task.
+    Weights follow MuJoCo Playground's Go1 joystick task. Unlike Playground,
+    ``lin_vel_z`` and ``ang_vel_xy`` penalise BODY-frame rates, the torque term
+    uses the servo law at the post-step state (``servo_torque``), and the
+    total is not clipped at zero.
     """
 
     tracking_lin_vel: float = 1.0
@@ -207,11 +212,11 @@ def update_feet(foot_z, last_contact, air_time, dt: float, xp=np):
       contact: (..., 4) bool raw contact after this step (the next ``last_contact``).
       first_contact: (..., 4) float, 1.0 where a foot touched down in this step.
       landed_air_time: (..., 4) air time (s) including this step, for the reward.
-      next_air_time: (..., 4) air time to carry into the next step (0 where in contact).
+      next_air_time: (..., 4) air time to carry into the next step (0 where in raw contact).
     """
     contact = foot_z < FOOT_CONTACT_HEIGHT
     contact_filt = contact | last_contact
     first_contact = ((air_time > 0) & contact_filt).astype(foot_z.dtype)
     landed_air_time = air_time + dt
-    next_air_time = xp.where(contact_filt, 0.0, landed_air_time)
+    next_air_time = xp.where(contact, 0.0, landed_air_time)
     return contact, first_contact, landed_air_time, next_air_time

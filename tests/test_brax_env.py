@@ -144,7 +144,7 @@ def test_feet_air_time_and_touchdown(sim):
         contact = np.asarray(state.info["last_contact"])  # raw contact after this step
         settled = contact | np.asarray(prev["last_contact"])  # Playground's one-step bounce filter
         air_prev, air = np.asarray(prev["feet_air_time"]), np.asarray(state.info["feet_air_time"])
-        np.testing.assert_allclose(air, np.where(settled, 0.0, air_prev + dt), atol=1e-6)
+        np.testing.assert_allclose(air, np.where(contact, 0.0, air_prev + dt), atol=1e-6)
         first = settled & (air_prev > 0)
         expected = np.sum((air_prev + dt - 0.1) * first, axis=-1)  # all commands are "moving"
         np.testing.assert_allclose(state.metrics["reward/feet_air_time"], expected, atol=1e-6)

@@ -77,9 +77,9 @@ def test_reset_is_deterministic_under_a_seed(env):
     np.testing.assert_array_equal(obs_a, obs_b)
     np.testing.assert_array_equal(info_a["command"], info_b["command"])
     assert not np.array_equal(obs_a, obs_c)
-    # The sampled command lies in the ranges; the joint noise is at most 0.05 rad.
+    # The sampled command lies in the ranges; the joint noise is at most task.INIT_JOINT_NOISE rad.
     assert np.all(info_a["command"] >= env.command_ranges.low) and np.all(info_a["command"] <= env.command_ranges.high)
-    assert np.max(np.abs(obs_a[JOINT_POS] - np.array(PHYSICS.default_pose))) <= 0.05 + 1e-6
+    assert np.max(np.abs(obs_a[JOINT_POS] - np.array(PHYSICS.default_pose))) <= task.INIT_JOINT_NOISE + 1e-6
     np.testing.assert_allclose(np.linalg.norm(obs_a[BASE_QUAT]), 1.0, atol=1e-6)
 
 

@@ -24,6 +24,8 @@ def _arrays(seed: int = 0, actions: bool = True) -> dict:
         "gait": np.array([0, 2, 3]),
         "metadata": np.array(DatasetMetadata.for_physics("test").to_json()),
     }
+    quat = d["states"][..., 3:7]
+    d["states"][..., 3:7] = quat / np.linalg.norm(quat, axis=-1, keepdims=True)  # valid rotations
     if actions:
         d["expert_actions"] = rng.uniform(-1, 1, (N, T, 12)).astype(np.float32)
     return d
@@ -98,6 +100,12 @@ def test_wrong_state_width(tmp_path):
     a = _arrays()
     a["states"] = a["states"][..., :36]
     _expect_error(_write_raw(tmp_path / "w.npz", **a), "states", "(N, T, 37)", "(3, 20, 36)")
+
+
+def test_non_unit_quaternion(tmp_path):
+    a = _arrays()
+    a["states"][2, 5, 3:7] *= 1.1
+    _expect_error(_write_raw(tmp_path / "q.npz", **a), "states", "unit base quaternions", "(2, 5)")
 
 
 @pytest.mark.parametrize("field", ["states", "commands", "expert_actions"])

@@ -10,10 +10,12 @@ N, T, H = 10, 30, 4
 
 
 def _dataset(actions: bool = True) -> Dataset:
-    """States encode where they came from: states[n, k, :] = 1000 n + k, so windows can be checked by value."""
+    """States encode where they came from: states[n, k, :] = 1000 n + k (but a valid base quaternion),
+    so windows can be checked by value."""
     n, k = np.meshgrid(np.arange(N), np.arange(T), indexing="ij")  # (N, T)
     code = (1000 * n + k).astype(np.float32)
     states = np.repeat(code[..., None], 37, -1)  # (N, T, 37)
+    states[..., 3:7] = (1.0, 0.0, 0.0, 0.0)  # valid base quaternions (checked on construction)
     commands = np.stack([code, -code, 0.5 * code], -1)  # (N, T, 3)
     gait = np.arange(N) % 4
     ea = np.repeat(code[..., None], 12, -1) if actions else None  # (N, T, 12)

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import ACTION_DIM, BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.task import COMMAND_DIM, GAITS
 
 SCHEMA_VERSION = 1
@@ -51,6 +51,11 @@ METADATA_KEYS: tuple[str, ...] = ("source", "physics_hash", "ctrl_dt", "gaits", 
 
 IN_MEMORY = "<in-memory dataset>"
 """The 'file' named by errors about a :class:`Dataset` built in memory."""
+
+
+QUAT_NORM_TOLERANCE = 1e-3
+"""Largest |norm - 1| of a stored base quaternion: float32 storage of a valid rotation is ~1e-7 off;
+a non-unit x0 would be renormalised by the first physics step and bias row 0 against the rest."""
 
 
 class DatasetError(ValueError):
@@ -222,6 +227,11 @@ def _validate(ds: Dataset, file: str) -> None:
     if n < 1 or t < 1:
         raise DatasetError(file, "states", "at least one trajectory of at least one step",
                            f"shape {_shape_str(states.shape)}")
+    quat_norm_error = np.abs(np.linalg.norm(states[..., BASE_QUAT], axis=-1) - 1.0)  # (N, T)
+    if (quat_norm_error > QUAT_NORM_TOLERANCE).any():
+        i = np.unravel_index(int(np.argmax(quat_norm_error)), quat_norm_error.shape)
+        raise DatasetError(file, "states", f"unit base quaternions (|norm - 1| <= {QUAT_NORM_TOLERANCE:g})",
+                           f"norm {1.0 + float(quat_norm_error[i]):.6g} at (trajectory, step) {tuple(map(int, i))}")
     commands = _check_array(file, "commands", ds.commands, "f", (COMMAND_DIM,), 3)
     if commands.shape[:2] != (n, t):
         raise DatasetError(file, "commands", f"shape ({n}, {t}, {COMMAND_DIM}) (N, T from 'states')",

@@ -13,7 +13,9 @@ agrees with the rollout only to float error (measured 4e-6). The ``System``
 from :func:`brax.io.mjcf.load_model` is still the env's ``sys`` (for
 ``pipeline_init``, ``dt``, ``action_size`` and rendering).
 
-Observation, ``obs`` in R^44 (same layout as the Gymnasium env):
+Observation, ``obs`` in R^44 (same layout as the Gymnasium env; with
+``policy_inputs=True`` the 41 heading-free numbers of
+:func:`envs.task.policy_input` instead):
 
 =======  =======  ===================================================
 index    name     meaning (units)
@@ -58,9 +60,9 @@ from envs import physics
 from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
                           PhysicsConfig)
 from envs.dynamics import mjx_model, state_from_data, step_data
-from envs.task import (COMMAND_DIM, GAITS, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges,
-                       RewardWeights, gait_index, is_fallen, reward_terms,
-                       total_reward, update_feet, observation)
+from envs.task import (COMMAND_DIM, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, POLICY_INPUT_DIM,
+                       POLICY_INPUT_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, observation,
+                       policy_input, reward_terms, total_reward, update_feet)
 
 
 
@@ -77,6 +79,9 @@ class Go1Env(PipelineEnv):
       randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
         joint angles and turn the robot to a uniform random yaw.
       config: physics config (the default is the project's frozen contract).
+      policy_inputs: emit ``envs.task.policy_input(obs)`` (41, no world
+        position or heading) instead of the 44-number observation; the PPO
+        expert trains on these.
       backend: must be "mjx"; accepted so Brax's ``envs.get_environment`` style
         kwargs work.
     """
@@ -86,7 +91,7 @@ class Go1Env(PipelineEnv):
 
     def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
                  gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500, randomize_init: bool = True,
-                 config: PhysicsConfig = PHYSICS, backend: str = "mjx"):
+                 config: PhysicsConfig = PHYSICS, policy_inputs: bool = False, backend: str = "mjx"):
         if backend != "mjx":
             raise ValueError(f"Go1Env only supports backend='mjx', got {backend!r}")
         if not gaits:
@@ -107,6 +112,9 @@ class Go1Env(PipelineEnv):
         self.resample_command_steps = int(resample_command_steps)
         self.randomize_init = bool(randomize_init)
         self.config = config
+        self.policy_inputs = bool(policy_inputs)
+        if self.policy_inputs:
+            self.observation_structure = POLICY_INPUT_STRUCTURE
         self._mjx_model = mjx_model(config)
         self._gait_ids = gait_ids
         self._foot_site_ids = np.array([mj_model.site(name).id for name in FOOT_SITES])
@@ -116,7 +124,7 @@ class Go1Env(PipelineEnv):
 
     @property
     def observation_size(self) -> int:
-        return OBS_DIM
+        return POLICY_INPUT_DIM if self.policy_inputs else OBS_DIM
 
     @property
     def action_size(self) -> int:
@@ -162,7 +170,7 @@ class Go1Env(PipelineEnv):
             "step": jnp.zeros((), jnp.int32),
         }
         metrics = {f"reward/{k}": jnp.zeros(()) for k in self.reward_weights.as_dict()}
-        obs = observation(state_from_data(pipeline_state), command, gait, jnp)
+        obs = self._observation(state_from_data(pipeline_state), command, gait)
         return State(pipeline_state, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -176,8 +184,8 @@ class Go1Env(PipelineEnv):
 
         contact, first_contact, air_time, next_air_time = update_feet(
             self._foot_heights(pipeline_state), info["last_contact"], info["feet_air_time"], self.config.ctrl_dt, jnp)
-        terms = reward_terms(x, action, info["last_act"], info["command"], air_time, first_contact, done,
-                             self.reward_weights, self.config, xp=jnp)
+        terms = reward_terms(x, action, info["last_act"], info["command"], info["gait"], contact, air_time,
+                             first_contact, done, self.reward_weights, self.config, xp=jnp)
         reward = total_reward(terms, self.reward_weights, self.config)
 
         rng, k_cmd, k_gait = jax.random.split(info["rng"], 3)
@@ -196,11 +204,16 @@ class Go1Env(PipelineEnv):
             "step": jnp.where(resample, 0, count).astype(jnp.int32),
         }
         metrics = {**state.metrics, **{f"reward/{k}": v for k, v in terms.items()}}
-        obs = observation(x, command, gait, jnp)
+        obs = self._observation(x, command, gait)
         return state.replace(pipeline_state=pipeline_state, obs=obs, reward=reward,
                              done=done.astype(reward.dtype), metrics=metrics, info=new_info)
 
     # ---- helpers --------------------------------------------------------------------------------------------
+
+    def _observation(self, x: jax.Array, command: jax.Array, gait: jax.Array) -> jax.Array:
+        """(44,) observation, or its (41,) policy inputs when ``policy_inputs``."""
+        obs = observation(x, command, gait, jnp)
+        return policy_input(obs, self.config, jnp) if self.policy_inputs else obs
 
     def _sample_command(self, rng: jax.Array) -> jax.Array:
         """(3,) command, uniform in ``command_ranges``."""

@@ -13,13 +13,24 @@ from typing import Mapping
 
 import numpy as np
 
-from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, PHYSICS,
-                          PhysicsConfig, motor_targets)
+from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, JOINT_VEL,
+                          PHYSICS, STATE_DIM, PhysicsConfig, motor_targets)
 
 GAITS: tuple[str, ...] = ("trot", "pace", "bound", "pronk")
 COMMAND_DIM = 3  # (vx m/s, vy m/s, yaw rate rad/s), body frame
 INIT_JOINT_NOISE = 0.1
 """Default reset perturbation: joint angles are home +- U(this) rad, clipped to the joint ranges."""
+
+
+GAIT_PHASE_GROUPS = np.array([
+    [0, 1, 1, 0],  # trot: diagonal pairs (FR, RL) and (FL, RR) alternate
+    [0, 1, 0, 1],  # pace: lateral pairs (FR, RR) and (FL, RL) alternate
+    [0, 0, 1, 1],  # bound: front pair and hind pair alternate
+    [0, 0, 0, 0],  # pronk: all four feet together
+], np.int32)
+"""(len(GAITS), 4) phase group of each foot (FR, FL, RR, RL) per gait: feet of one group land together,
+feet of different groups alternate."""
+_FOOT_PAIRS = np.array([(i, j) for i in range(4) for j in range(i + 1, 4)], np.int32)  # (6, 2)
 
 
 OBSERVATION_STRUCTURE: dict[str, int] = {
@@ -50,6 +61,48 @@ def observation(x, command, gait, xp=np):
         xp.asarray(command, x.dtype),  # 3
         xp.eye(len(GAITS), dtype=x.dtype)[gait],  # 4
     ])
+
+
+POLICY_INPUT_STRUCTURE: dict[str, int] = {
+    "base_height": 1,
+    "projected_gravity": 3,
+    "body_linvel": 3,
+    "body_angvel": 3,
+    "joint_offset": 12,
+    "joint_vel": 12,
+    "command": COMMAND_DIM,
+    "gait": len(GAITS),
+}
+"""Size of each block of :func:`policy_input`, in order."""
+POLICY_INPUT_DIM = sum(POLICY_INPUT_STRUCTURE.values())  # 41
+
+
+def policy_input(obs, config: PhysicsConfig = PHYSICS, xp=np):
+    """What a feedback policy (the PPO expert) sees: the observation without its world position and heading.
+
+    The dynamics do not depend on where the robot is or (for a quarter turn)
+    which way it faces, and a policy trained on world x, y and yaw would only
+    work where it was trained. Blocks (:data:`POLICY_INPUT_STRUCTURE`): base
+    height (m), gravity direction in the body frame, body-frame linear (m/s)
+    and angular (rad/s) velocity, joint angles minus the default pose (rad),
+    joint velocities (rad/s), command, gait one-hot.
+
+    Args:
+      obs: (..., 44) observations (:func:`observation`).
+
+    Returns:
+      (..., 41) policy inputs in the dtype of obs.
+    """
+    x = obs[..., :STATE_DIM]
+    return xp.concatenate([
+        x[..., BASE_POS][..., 2:],  # 1
+        projected_gravity(x, xp),  # 3
+        body_linvel(x, xp),  # 3
+        x[..., BASE_ANGVEL],  # 3 (already body frame)
+        x[..., JOINT_POS] - xp.asarray(config.default_pose, obs.dtype),  # 12
+        x[..., JOINT_VEL],  # 12
+        obs[..., STATE_DIM:],  # 3 command + 4 gait
+    ], axis=-1)
 
 
 def gait_index(gait: str) -> int:
@@ -94,8 +147,9 @@ class RewardWeights:
 
     Weights follow MuJoCo Playground's Go1 joystick task. Unlike Playground,
     ``lin_vel_z`` and ``ang_vel_xy`` penalise BODY-frame rates, the torque term
-    uses the servo law at the post-step state (``servo_torque``), and the
-    total is not clipped at zero.
+    uses the servo law at the post-step state (``servo_torque``), the total
+    is not clipped at zero, and ``gait_sync`` (ours) rewards the contact
+    pattern of the commanded gait.
     """
 
     tracking_lin_vel: float = 1.0
@@ -107,6 +161,7 @@ class RewardWeights:
     action_rate: float = -0.01
     feet_air_time: float = 0.1
     termination: float = -1.0
+    gait_sync: float = 0.2
     tracking_sigma: float = 0.25
     """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
 
@@ -156,14 +211,37 @@ def is_fallen(x, xp=np):
     return (x[..., BASE_POS][..., 2] < 0.12) | (projected_gravity(x, xp)[..., 2] > -0.5)
 
 
-def reward_terms(x, u, u_prev, command, air_time, first_contact, fallen, weights: RewardWeights = RewardWeights(),
-                 config: PhysicsConfig = PHYSICS, xp=np) -> dict:
+def gait_sync(contact, gait, xp=np):
+    """Fraction of the 6 foot pairs whose contacts follow the gait: equal within a phase group, opposite across.
+
+    Clock-free, so it needs nothing beyond the state: a trot scores 1 while
+    exactly one diagonal pair is down, standing on four feet scores 2/6 for a
+    trot and 1 for a pronk.
+
+    Args:
+      contact: (..., 4) bool foot contacts (FR, FL, RR, RL).
+      gait: (...,) int index into GAITS.
+
+    Returns:
+      (...,) float in [0, 1].
+    """
+    groups = xp.asarray(GAIT_PHASE_GROUPS)[gait]  # (..., 4)
+    i, j = _FOOT_PAIRS[:, 0], _FOOT_PAIRS[:, 1]
+    same_group = groups[..., i] == groups[..., j]  # (..., 6)
+    same_contact = contact[..., i] == contact[..., j]
+    return xp.mean((same_group == same_contact).astype(np.float32), axis=-1)
+
+
+def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, fallen,
+                 weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS, xp=np) -> dict:
     """Unweighted named reward terms for one control step.
 
     Args:
       x: (..., 37) state after the step.
       u: (..., 12) action of the step; u_prev: (..., 12) the action before.
       command: (..., 3) velocity command (vx, vy, yaw rate), body frame.
+      gait: (...,) int index into GAITS of the commanded gait.
+      contact: (..., 4) bool raw foot contacts after the step (``update_feet``).
       air_time: (..., 4) time (s) each foot had been in the air when it landed.
       first_contact: (..., 4) 1.0 where a foot touched down in this step.
       fallen: (...,) bool, the episode ends in a fall.
@@ -186,6 +264,7 @@ def reward_terms(x, u, u_prev, command, air_time, first_contact, fallen, weights
         "action_rate": xp.sum((u - u_prev) ** 2, axis=-1),
         "feet_air_time": xp.sum((air_time - 0.1) * first_contact, axis=-1) * moving,
         "termination": xp.asarray(fallen, x.dtype),
+        "gait_sync": gait_sync(contact, gait, xp).astype(x.dtype) * moving,
     }
 
 

@@ -109,6 +109,29 @@ def test_load_expert_acts_in_gym_env(tiny_run):
     assert expert.act(np.stack([obs, obs])).shape == (2, 12)
     with pytest.raises(ValueError, match="shape"):
         expert.act(np.zeros(37))
+    with pytest.raises(ValueError, match="finite"):
+        expert.act(np.full(envs.task.OBS_DIM, np.nan, np.float32))
+
+
+def test_expert_ignores_world_position_and_heading(tiny_run):
+    """Same body-frame motion at another place and heading -> the same action."""
+    from envs.physics import BASE_LINVEL, BASE_POS, BASE_QUAT
+
+    expert = load_expert(tiny_run[1])
+    env = gymnasium.make(envs.GYM_ID)
+    obs, _ = env.reset(seed=1, options={"command": (0.5, 0.2, 0.3)})
+    for _ in range(5):
+        obs, *_ = env.step(expert.act(obs))
+    env.close()
+    yaw = 1.234
+    moved = obs.copy()
+    moved[BASE_POS] += np.array([3.0, -2.0, 0.0], np.float32)
+    w, x, y, z = obs[BASE_QUAT]
+    ch, sh = np.cos(yaw / 2), np.sin(yaw / 2)  # q_z(yaw) * q
+    moved[BASE_QUAT] = [ch * w - sh * z, ch * x - sh * y, ch * y + sh * x, ch * z + sh * w]
+    c, s = np.cos(yaw), np.sin(yaw)
+    moved[BASE_LINVEL] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32) @ obs[BASE_LINVEL]
+    np.testing.assert_allclose(expert.act(moved), expert.act(obs), atol=1e-5)
 
 
 def test_numpy_expert_matches_brax_inference(tiny_run):
@@ -122,12 +145,12 @@ def test_numpy_expert_matches_brax_inference(tiny_run):
     arrays, _ = checkpoint.restore(path)
     params = ppo._arrays_to_params(arrays)
     network = ppo_networks.make_ppo_networks(
-        envs.task.OBS_DIM, envs.ACTION_DIM, preprocess_observations_fn=running_statistics.normalize,
+        envs.task.POLICY_INPUT_DIM, envs.ACTION_DIM, preprocess_observations_fn=running_statistics.normalize,
         policy_hidden_layer_sizes=TINY.policy_hidden_layer_sizes, value_hidden_layer_sizes=TINY.value_hidden_layer_sizes)
     policy = ppo_networks.make_inference_fn(network)(params, deterministic=True)
     obs = np.random.default_rng(0).normal(size=(5, envs.task.OBS_DIM)).astype(np.float32)
     obs[:, :37] += np.asarray(envs.PHYSICS.home_state, np.float32)
-    brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(obs)
+    brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(envs.task.policy_input(obs))
     np.testing.assert_allclose(load_expert(path).act(obs), np.asarray(brax_action), atol=1e-5)
 
 

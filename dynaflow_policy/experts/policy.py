@@ -4,7 +4,7 @@ A checkpoint of :mod:`dynaflow_policy.experts.ppo` is a
 :mod:`dynaflow_policy.checkpoint` step directory (``state.msgpack`` + ``config.json``,
 atomic, sha256-checked, nothing pickled). The arrays are::
 
-    normalizer/mean (44,), normalizer/std (44,), ...   Brax running statistics of the obs
+    normalizer/mean (41,), normalizer/std (41,), ...   Brax running statistics of the policy inputs
     policy/params/hidden_<i>/{kernel (n_in, n_out), bias (n_out,)}   Brax MLP, i = 0..L-1
     value/params/hidden_<i>/...                         the critic (needed to resume training)
 
@@ -13,7 +13,7 @@ the :class:`~dynaflow_policy.experts.ppo.PPOConfig` of the run.
 
 The deterministic action is the mode of Brax's tanh-normal policy::
 
-    z = (obs - mean) / std                      (44,)
+    z = (policy_input(obs) - mean) / std        (41,), envs.task.policy_input of the (44,) obs
     h = swish(z W_0 + b_0) ... swish(. W_{L-2} + b_{L-2})
     out = h W_{L-1} + b_{L-1}                   (24,) = loc (12) ++ scale (12)
     action = tanh(loc)                          (12,) in [-1, 1]
@@ -31,10 +31,12 @@ import numpy as np
 
 from dynaflow_policy import checkpoint
 from envs.physics import ACTION_DIM
-from envs.task import OBS_DIM
+from envs.task import OBS_DIM, POLICY_INPUT_DIM, policy_input
 
 EXPERT_KIND = "ppo-expert"
 """``config.json`` key ``kind`` of a PPO expert checkpoint."""
+POLICY_INPUTS = "envs.task.policy_input"
+"""``config.json`` ``policy.inputs``: what the networks read (checked on load)."""
 
 _ACTIVATIONS = {
     "swish": lambda x: x * (0.5 + 0.5 * np.tanh(0.5 * x)),  # x * sigmoid(x), without overflow in exp
@@ -47,7 +49,7 @@ class PPOExpert:
     """Deterministic PPO policy in numpy (float32), for the Gymnasium env and data collection.
 
     Args:
-      normalizer_mean: (44,) observation mean; normalizer_std: (44,) observation std.
+      normalizer_mean: (41,) policy-input mean; normalizer_std: (41,) policy-input std.
       layers: [(kernel (n_in, n_out), bias (n_out,)), ...], the last layer outputs 2 * 12.
       activation: name in ``_ACTIVATIONS`` (Brax's default for PPO is swish).
       meta: the checkpoint's ``config.json`` (kept for reference).
@@ -61,11 +63,12 @@ class PPOExpert:
         self.mean = np.asarray(normalizer_mean, np.float32)
         self.std = np.asarray(normalizer_std, np.float32)
         self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
-        if self.mean.shape != (OBS_DIM,) or self.std.shape != (OBS_DIM,):
-            raise ValueError(f"normaliser mean and std must have shape ({OBS_DIM},), got {self.mean.shape}, "
+        if self.mean.shape != (POLICY_INPUT_DIM,) or self.std.shape != (POLICY_INPUT_DIM,):
+            raise ValueError(f"normaliser mean and std must have shape ({POLICY_INPUT_DIM},), got {self.mean.shape}, "
                              f"{self.std.shape}")
-        if not self.layers or self.layers[0][0].shape[0] != OBS_DIM or self.layers[-1][0].shape[1] != 2 * ACTION_DIM:
-            raise ValueError(f"policy MLP must map {OBS_DIM} inputs to {2 * ACTION_DIM} outputs (loc, scale)")
+        if not self.layers or self.layers[0][0].shape[0] != POLICY_INPUT_DIM \
+                or self.layers[-1][0].shape[1] != 2 * ACTION_DIM:
+            raise ValueError(f"policy MLP must map {POLICY_INPUT_DIM} inputs to {2 * ACTION_DIM} outputs (loc, scale)")
         self.activation = activation
         self._act_fn = _ACTIVATIONS[activation]
         self.meta = dict(meta or {})
@@ -82,7 +85,9 @@ class PPOExpert:
         x = np.asarray(obs, np.float32)
         if x.shape[-1:] != (OBS_DIM,) or x.ndim > 2:
             raise ValueError(f"obs must have shape ({OBS_DIM},) or (B, {OBS_DIM}), got {x.shape}")
-        h = (x - self.mean) / self.std  # (..., 44)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("obs must be finite, got NaN or inf")
+        h = (policy_input(x) - self.mean) / self.std  # (..., 41)
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
@@ -122,6 +127,9 @@ def load_expert(path: str | os.PathLike, allow_other_physics: bool = False) -> P
     if meta.get("kind") != EXPERT_KIND:
         raise checkpoint.CheckpointError(f"{os.fspath(path)}: not a PPO expert checkpoint (kind "
                                          f"{meta.get('kind')!r}, expected {EXPERT_KIND!r})")
+    if meta.get("policy", {}).get("inputs") != POLICY_INPUTS:
+        raise checkpoint.CheckpointError(f"{os.fspath(path)}: the policy reads {meta.get('policy', {}).get('inputs')!r}"
+                                         f", this code feeds {POLICY_INPUTS!r}: retrain the expert")
     try:
         norm = arrays["normalizer"]
         layers = mlp_layers(arrays["policy"])

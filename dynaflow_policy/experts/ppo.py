@@ -2,7 +2,8 @@
 
 Brax's PPO (``brax.training.agents.ppo.train``) on ``envs.Go1Env``: velocity
 commands uniform in ``envs.task.CommandRanges()`` (vx [-0.5, 1], vy [-0.5, 0.5],
-yaw rate [-1, 1]), trot gait, the rewards of ``envs.task``.
+yaw rate [-1, 1]), trot gait, the rewards of ``envs.task``. The networks see
+``envs.task.policy_input(obs)`` (no world position or heading).
 
 Schedule. The run is cut into ``num_evals - 1`` equal intervals of
 ``eval_interval_steps`` env steps (a whole number of PPO training steps of
@@ -46,9 +47,9 @@ import numpy as np
 import tyro
 
 from dynaflow_policy import checkpoint
-from dynaflow_policy.experts.policy import EXPERT_KIND, PPOExpert, load_expert
+from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS, PPOExpert, load_expert
 from envs.physics import ACTION_DIM
-from envs.task import GAITS, OBS_DIM, CommandRanges
+from envs.task import GAITS, POLICY_INPUT_DIM, CommandRanges
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "learning_curve.png"
@@ -276,7 +277,7 @@ def _checkpoint_meta(config: PPOConfig, interval: int, metrics: MetricsDict) -> 
         "kind": EXPERT_KIND,
         "ppo_config": config.to_dict(),
         "eval_interval_steps": int(interval),
-        "policy": {"obs_dim": OBS_DIM, "action_dim": ACTION_DIM,
+        "policy": {"inputs": POLICY_INPUTS, "input_dim": POLICY_INPUT_DIM, "action_dim": ACTION_DIM,
                    "hidden_layer_sizes": list(config.policy_hidden_layer_sizes),
                    "activation": "swish", "distribution": "tanh_normal", "normalize_observations": True},
         "env": {"command_ranges": dataclasses.asdict(CommandRanges()), "gaits": list(config.gaits)},
@@ -302,7 +303,7 @@ def _arrays_to_params(arrays: dict[str, Any]):
     import jax.numpy as jnp
     from brax.training import acme
 
-    template = acme.running_statistics.init_state(acme.specs.Array((OBS_DIM,), jnp.dtype("float32")))
+    template = acme.running_statistics.init_state(acme.specs.Array((POLICY_INPUT_DIM,), jnp.dtype("float32")))
     normalizer = flax.serialization.from_state_dict(template, arrays["normalizer"])
     normalizer = jax.tree_util.tree_map(jnp.asarray, normalizer)
     policy = jax.tree_util.tree_map(jnp.asarray, arrays["policy"])
@@ -324,10 +325,10 @@ def _check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
 
 
 def make_env(config: PPOConfig):
-    """The training env: ``envs.Go1Env`` with the default command ranges and ``config.gaits``."""
+    """The training env: ``envs.Go1Env`` with the default command ranges, ``config.gaits`` and policy inputs."""
     from envs.brax_env import Go1Env
 
-    return Go1Env(command_ranges=CommandRanges(), gaits=config.gaits)
+    return Go1Env(command_ranges=CommandRanges(), gaits=config.gaits, policy_inputs=True)
 
 
 def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,

@@ -36,6 +36,14 @@ def _mjx_step(config: PhysicsConfig):
     return jax.jit(functools.partial(rollout_step, config=config))
 
 
+def _check_command(command, name: str) -> np.ndarray:
+    """(3,) float32 command, or ValueError naming ``name``."""
+    c = np.asarray(command, np.float64)
+    if c.shape != (COMMAND_DIM,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"{name} must be {COMMAND_DIM} finite numbers (vx, vy, yaw rate), got {command!r}")
+    return c.astype(np.float32)
+
+
 class Go1GymEnv(gymnasium.Env):
     """Unitree Go1 tracking a body-frame velocity command with a given gait.
 
@@ -190,6 +198,17 @@ class Go1GymEnv(gymnasium.Env):
         """(3,) float32 copy of the command (vx m/s, vy m/s, yaw rate rad/s)."""
         return self._command.copy()
 
+    def set_command(self, command) -> None:
+        """Changes the velocity command mid-episode (a joystick); the next observation and reward use it.
+
+        Args:
+          command: (3,) finite (vx m/s, vy m/s, yaw rate rad/s), body frame.
+
+        Raises:
+          ValueError: wrong size or non-finite; the command is then unchanged.
+        """
+        self._command = _check_command(command, "command")
+
     @property
     def gait(self) -> str:
         return self._gait
@@ -223,12 +242,7 @@ class Go1GymEnv(gymnasium.Env):
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'command', 'gait', 'state'")
 
         # Validate everything before changing anything.
-        command = None
-        if "command" in options:
-            command = np.asarray(options["command"], np.float64)
-            if command.shape != (COMMAND_DIM,) or not np.all(np.isfinite(command)):
-                raise ValueError(f"options['command'] must be {COMMAND_DIM} finite numbers (vx, vy, yaw rate), "
-                                 f"got {options['command']!r}")
+        command = _check_command(options["command"], "options['command']") if "command" in options else None
         gait = options.get("gait", "trot")
         task.gait_index(gait)
         x = None

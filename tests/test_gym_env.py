@@ -95,6 +95,18 @@ def test_reset_options_fix_command_gait_and_state(env):
     np.testing.assert_array_equal(obs[40:44], (0, 0, 0, 1))
 
 
+def test_set_command_steers_mid_episode(env):
+    env.reset(seed=0, options={"command": (0.5, 0.0, 0.0)})
+    env.set_command((0.2, -0.1, 0.6))
+    obs, _, _, _, info = env.step(np.zeros(12))
+    np.testing.assert_allclose(obs[37:40], (0.2, -0.1, 0.6), rtol=1e-6)
+    np.testing.assert_allclose(info["command"], (0.2, -0.1, 0.6), rtol=1e-6)
+    for bad in [(0.1, 0.2), (np.nan, 0.0, 0.0)]:
+        with pytest.raises(ValueError, match="command"):
+            env.set_command(bad)
+    np.testing.assert_allclose(env.command, (0.2, -0.1, 0.6), rtol=1e-6)  # unchanged by the bad calls
+
+
 @pytest.mark.parametrize("options, match", [
     ({"command": (0.1, 0.2)}, "command"),
     ({"command": (0.1, np.nan, 0.0)}, "command"),

@@ -1,0 +1,168 @@
+"""DynaFlowPolicy: the Gymnasium loop, receding horizon, determinism, native-vs-MJX sampling, bad input."""
+
+import dataclasses
+import os
+import shutil
+
+import gymnasium
+import jax
+import numpy as np
+import pytest
+
+import envs
+from dynaflow_policy.checkpoint import CheckpointError, META_FILE, STATE_FILE
+from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.flow import sample
+from dynaflow_policy.frames import to_heading_frame
+from dynaflow_policy.model import DiT1d
+from dynaflow_policy.normalizer import Normalizer
+from dynaflow_policy.policy import DynaFlowPolicy
+from dynaflow_policy.train import TrainConfig, conditioning, init_train_state, save_checkpoint
+
+H = 8
+DIT = DiTConfig(horizon=H, d_model=32, depth=1, num_heads=2)
+
+
+def _normalizer():
+    rng = np.random.default_rng(0)
+    X = np.repeat(np.asarray(envs.PHYSICS.home_state, np.float64)[None, None], H + 1, axis=1)
+    X = X + 0.05 * rng.standard_normal((32, H + 1, envs.STATE_DIM))
+    return Normalizer.fit(to_heading_frame(X))
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    """A checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0)."""
+    config = TrainConfig(horizon=H, dit=DIT)
+    state = init_train_state(config)
+    leaves, treedef = jax.tree.flatten(state.ema_params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    noisy = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    state = state.replace(ema_params=jax.tree.unflatten(treedef, noisy))
+    return save_checkpoint(tmp_path_factory.mktemp("dynaflow") / "checkpoints", state, _normalizer(), config)
+
+
+@pytest.fixture(scope="module")
+def obs():
+    env = gymnasium.make(envs.GYM_ID)
+    o, _ = env.reset(seed=0, options={"command": (0.6, 0.0, 0.2), "gait": "pace"})
+    env.close()
+    return o
+
+
+def test_act_in_a_gymnasium_loop(ckpt_dir):
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=3)
+    env = gymnasium.make(envs.GYM_ID)
+    o, _ = env.reset(seed=0, options={"command": (0.5, 0.0, 0.0)})
+    plans = []
+    for _ in range(7):
+        a = policy.act(o)
+        assert a.shape == (12,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
+        if not plans or plans[-1] is not policy.last_actions:
+            plans.append(policy.last_actions)
+        o, *_ = env.step(a)
+    env.close()
+    assert len(plans) == 3  # replanned at steps 0, 3 and 6
+    assert not np.allclose(plans[0], plans[1])
+
+
+def test_actions_are_the_plan_in_order_and_deterministic(ckpt_dir, obs):
+    a = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=4, seed=3)
+    b = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=4, seed=3)
+    first = [a.act(obs) for _ in range(4)]
+    np.testing.assert_array_equal(np.stack(first), a.last_actions[:4])
+    np.testing.assert_array_equal(np.stack([b.act(obs) for _ in range(4)]), np.stack(first))
+    a.reset()
+    np.testing.assert_array_equal(a.act(obs), first[0])  # reset restarts the noise
+    a.reset(seed=4)
+    assert not np.array_equal(a.act(obs), first[0])
+
+
+def test_plan_is_invariant_to_position_and_quarter_turns(ckpt_dir, obs):
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    U = policy.plan(obs[:37], obs[37:40], 1).copy()
+    policy.reset()
+    x = obs[:37].astype(np.float64).copy()
+    x[:2] += (4.0, -1.0)
+    x[3:7] = [x[3] - x[6], x[4] - x[5], x[5] + x[4], x[6] + x[3]]  # q_z(90 deg) * q, unnormalised by sqrt 2
+    x[3:7] /= np.sqrt(2.0)
+    x[19:21] = (-x[20], x[19])  # world linear velocity turned by 90 deg
+    np.testing.assert_allclose(policy.plan(x, obs[37:40], 1), U, atol=1e-5)
+
+
+def test_command_and_gait_overrides(ckpt_dir, obs):
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    from_obs = policy.act(obs)
+    policy.reset()
+    policy.command = obs[37:40]
+    policy.gait = "pace"
+    np.testing.assert_array_equal(policy.act(obs), from_obs)
+    policy.reset()
+    policy.command = (-0.5, 0.3, 0.0)
+    assert not np.allclose(policy.act(obs), from_obs)
+    with pytest.raises(ValueError, match="gait"):
+        policy.gait = "gallop"
+    with pytest.raises(ValueError, match="command"):
+        policy.command = (0.1, np.nan, 0.0)
+
+
+def test_native_sampler_equals_the_mjx_sampler(ckpt_dir, obs):
+    """Two ODE steps: the policy's native-MuJoCo rollouts give the plan of dynaflow_policy.flow.sample (MJX)."""
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir, ode_steps=2, seed=5)
+    U_native = policy.plan(obs[:37], obs[37:40], 1)
+    X_native = policy.planned_states()
+    x0 = to_heading_frame(obs[None, None, :37].astype(np.float64))[:, 0]  # (1, 37)
+    cond = conditioning(obs[None, 37:40], np.array([1]), np)
+    _, key = jax.random.split(jax.random.PRNGKey(5))
+    X, U = jax.jit(sample, static_argnames=("apply_fn", "config", "horizon"))(
+        policy.params, DiT1d(DIT).apply, x0.astype(np.float32), cond, key, policy.normalizer,
+        dataclasses.replace(FlowConfig(), ode_steps=2), horizon=H)
+    np.testing.assert_allclose(U_native, np.asarray(U)[0], atol=2e-4)
+    assert np.max(np.abs(U_native)) > 0.05  # a non-trivial plan
+    assert X_native.shape == (H + 1, 37)
+    np.testing.assert_allclose(X_native[0], obs[:37], atol=1e-6)  # planned states start at the world state
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros(37), r"\(44,\)"),
+    (np.zeros((1, 44)), r"\(44,\)"),
+    ("nan", "finite"),
+    ("gait", "one-hot"),
+])
+def test_bad_observations_raise(ckpt_dir, obs, bad, match):
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    if isinstance(bad, str):
+        o = obs.copy()
+        if bad == "nan":
+            o[5] = np.nan
+        else:
+            o[40:44] = (1, 1, 0, 0)
+        bad = o
+    with pytest.raises(ValueError, match=match):
+        policy.act(bad)
+    assert policy.last_actions is None  # nothing was planned
+
+
+def test_bad_constructor_arguments(ckpt_dir):
+    with pytest.raises(ValueError, match="execute_steps"):
+        DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=H + 1)
+    with pytest.raises(ValueError, match="ode_steps"):
+        DynaFlowPolicy.from_checkpoint(ckpt_dir, ode_steps=0)
+
+
+def test_missing_truncated_or_foreign_checkpoints(ckpt_dir, tmp_path):
+    with pytest.raises(CheckpointError):
+        DynaFlowPolicy.from_checkpoint(tmp_path / "nowhere")
+    bad = tmp_path / "truncated"
+    shutil.copytree(ckpt_dir, bad)
+    state = bad / STATE_FILE
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated|sha256|corrupt"):
+        DynaFlowPolicy.from_checkpoint(bad)
+    other = tmp_path / "other_physics"
+    shutil.copytree(ckpt_dir, other)
+    meta = (other / META_FILE).read_text()
+    (other / META_FILE).write_text(meta.replace(envs.PHYSICS.hash(), "0" * len(envs.PHYSICS.hash())))
+    with pytest.raises(CheckpointError, match="physics"):
+        DynaFlowPolicy.from_checkpoint(other)
+    assert os.path.isdir(ckpt_dir)

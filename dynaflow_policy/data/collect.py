@@ -1,0 +1,313 @@
+"""Feasible demonstrations from the PPO expert: ``python -m dynaflow_policy.data.collect``.
+
+Each trajectory starts from a perturbed pose (home joint angles +- U(0.1) rad,
+random heading, random base velocity and joint velocities) and follows a
+velocity command that varies smoothly: knots drawn uniformly from
+``CommandRanges`` every ``command_knot_seconds`` (with probability
+``stand_probability`` the knot is zero, so the data also shows standing),
+joined by cosine interpolation (C1, no jumps). The deterministic expert
+(:func:`dynaflow_policy.experts.load_expert`) acts on the Gymnasium
+observation of each state, in native MuJoCo (float64, the physics of
+:class:`envs.native.NativeGo1`).
+
+A trajectory in which the robot falls (:func:`envs.task.is_fallen`) or the
+physics diverges is dropped and counted, not stored: the dataset holds
+walking, not recoveries. ``expert_actions[n, k]`` is the expert's action at
+``states[n, k]`` (for evaluating action recovery only; DynaFlow never trains
+on it).
+
+Work is spread over processes (one trajectory each task, a seed per
+trajectory), so the output depends on ``seed`` only, not on ``workers``.
+
+The report (printed, and in ``metadata.extra``) gives the size, the
+generation time, the falls, and the SAE of the data under the project's
+metric (:func:`dynaflow_policy.metrics.sae_native` and the float32 MJX
+:func:`dynaflow_policy.metrics.sae`) on a sample of windows: near zero,
+since the expert's actions replayed through the rollout reproduce the states.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import sys
+import time
+
+import numpy as np
+
+from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
+from envs.physics import (ACTION_DIM, BASE_ANGVEL, BASE_LINVEL, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
+                          PhysicsConfig)
+from envs.task import COMMAND_DIM, INIT_JOINT_NOISE, CommandRanges, gait_index, is_fallen, observation
+
+SOURCE = "ppo_expert"
+"""``metadata.source`` of collected datasets."""
+DEFAULT_EXPERT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "checkpoints", "ppo_go1_trot")
+"""The expert shipped in ``checkpoints/``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    """What to roll out. Defaults give 420 x 10 s = 206,640 windows of H + 1 = 17 states."""
+
+    trajectories: int = 420
+    """Trajectories kept (dropped falls are replaced by new seeds)."""
+    seconds: float = 10.0
+    """Duration of each trajectory (s); T = seconds / ctrl_dt + 1 states."""
+    gait: str = "trot"
+    """Gait label given to the expert and stored."""
+    command_ranges: CommandRanges = CommandRanges()
+    """Uniform ranges of the command knots."""
+    command_knot_seconds: float = 2.0
+    """Seconds between command knots."""
+    stand_probability: float = 0.1
+    """Probability that a knot is the zero command."""
+    init_joint_noise: float = INIT_JOINT_NOISE
+    """Initial joint angles: home +- U(this) rad, clipped to the joint ranges."""
+    init_linvel_std: float = 0.2
+    """Std (m/s) of the initial base linear velocity, per axis (z: a fifth of it)."""
+    init_angvel_std: float = 0.3
+    """Std (rad/s) of the initial base angular velocity, per axis."""
+    init_joint_vel_std: float = 1.0
+    """Std (rad/s) of the initial joint velocities."""
+    seed: int = 0
+    """Trajectory i uses seed (seed, i)."""
+    max_fall_fraction: float = 0.5
+    """Give up (RuntimeError) when more than this fraction of the attempts fall."""
+
+    def __post_init__(self):
+        if self.trajectories < 1:
+            raise ValueError(f"trajectories must be >= 1, got {self.trajectories}")
+        if not self.seconds >= 2 * PHYSICS.ctrl_dt:
+            raise ValueError(f"seconds must be at least two control steps, got {self.seconds}")
+        if not self.command_knot_seconds > 0:
+            raise ValueError(f"command_knot_seconds must be positive, got {self.command_knot_seconds}")
+        if not 0.0 <= self.stand_probability <= 1.0:
+            raise ValueError(f"stand_probability must be in [0, 1], got {self.stand_probability}")
+        if not 0.0 < self.max_fall_fraction < 1.0:
+            raise ValueError(f"max_fall_fraction must be in (0, 1), got {self.max_fall_fraction}")
+        gait_index(self.gait)
+
+    def n_states(self, physics: PhysicsConfig = PHYSICS) -> int:
+        """T, states per trajectory."""
+        return int(round(self.seconds / physics.ctrl_dt)) + 1
+
+
+def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConfig,
+                     physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+    """Smooth random commands.
+
+    Args:
+      rng: random generator.
+      n_steps: T, commands to return (one per state).
+
+    Returns:
+      (T, 3) float32 commands (vx m/s, vy m/s, yaw rate rad/s): cosine
+      interpolation between knots every ``config.command_knot_seconds``.
+    """
+    knot_steps = config.command_knot_seconds / physics.ctrl_dt
+    n_knots = int(math.ceil((n_steps - 1) / knot_steps)) + 1
+    ranges = config.command_ranges
+    knots = rng.uniform(ranges.low, ranges.high, (n_knots, COMMAND_DIM))
+    knots[rng.random(n_knots) < config.stand_probability] = 0.0
+    s = np.arange(n_steps) / knot_steps  # knot coordinate of each step
+    i = np.minimum(np.floor(s).astype(int), n_knots - 2)
+    w = 0.5 - 0.5 * np.cos(np.pi * (s - i))[:, None]  # (T, 1): 0 at knot i, 1 at knot i + 1, zero slope at both
+    return ((1 - w) * knots[i] + w * knots[i + 1]).astype(np.float32)
+
+
+def initial_state(rng: np.random.Generator, config: CollectConfig, physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+    """(37,) perturbed start: home pose with joint noise, a uniform heading and random velocities."""
+    x = np.asarray(physics.home_state, np.float64).copy()
+    noise = rng.uniform(-config.init_joint_noise, config.init_joint_noise, ACTION_DIM)
+    x[JOINT_POS] = np.clip(x[JOINT_POS] + noise, physics.joint_lower, physics.joint_upper)
+    yaw = rng.uniform(-np.pi, np.pi)
+    x[BASE_QUAT] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+    x[BASE_LINVEL] = rng.normal(0.0, config.init_linvel_std, 3) * [1.0, 1.0, 0.2]
+    x[BASE_ANGVEL] = rng.normal(0.0, config.init_angvel_std, 3)
+    x[JOINT_VEL] = rng.normal(0.0, config.init_joint_vel_std, ACTION_DIM)
+    return x
+
+
+def rollout_expert(expert, x0: np.ndarray, commands: np.ndarray, gait: int,
+                   physics: PhysicsConfig = PHYSICS) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Closed-loop rollout of ``expert`` in native MuJoCo.
+
+    Args:
+      expert: object with ``act(obs (44,)) -> (12,)``.
+      x0: (37,) initial state.
+      commands: (T, 3) command at each state.
+      gait: index into ``envs.task.GAITS``.
+
+    Returns:
+      states (T, 37) float64, actions (T, 12) float32 (action k taken at state k),
+      ok: False if the robot fell or the physics diverged (the arrays then stop being meaningful there).
+    """
+    from envs.native import NativeGo1
+
+    sim = NativeGo1(physics)
+    sim.set_state(x0)
+    T = commands.shape[0]
+    states = np.empty((T, STATE_DIM))
+    actions = np.empty((T, ACTION_DIM), np.float32)
+    states[0] = sim.state()
+    for k in range(T):
+        actions[k] = expert.act(observation(states[k].astype(np.float32), commands[k], gait))
+        if k == T - 1:
+            break
+        sim.step(actions[k])
+        states[k + 1] = sim.state()
+        if sim.diverged or is_fallen(states[k + 1]):
+            return states, actions, False
+    return states, actions, True
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(expert_path: str, config: CollectConfig) -> None:
+    from dynaflow_policy.experts import load_expert
+
+    _WORKER["expert"] = load_expert(expert_path)
+    _WORKER["config"] = config
+
+
+def _trajectory(index: int):
+    """(index, states, commands, actions, ok) of trajectory ``index`` (seeded by (config.seed, index))."""
+    config: CollectConfig = _WORKER["config"]
+    rng = np.random.default_rng((config.seed, index))
+    commands = command_schedule(rng, config.n_states(), config)
+    x0 = initial_state(rng, config)
+    states, actions, ok = rollout_expert(_WORKER["expert"], x0, commands, gait_index(config.gait))
+    return index, states, commands, actions, ok
+
+
+def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfig(), workers: int | None = None,
+            progress: bool = True) -> tuple[Dataset, dict]:
+    """Rolls out the expert until ``config.trajectories`` trajectories without a fall are collected.
+
+    Args:
+      expert_path: PPO expert checkpoint (``load_expert`` reads it).
+      config: what to roll out.
+      workers: processes (default: the CPU count); 1 runs in this process.
+      progress: print a progress bar (tqdm) to stderr.
+
+    Returns:
+      (dataset, stats): the dataset (source ``"ppo_expert"``) and a dict with
+      ``attempts``, ``falls`` and ``seconds`` (wall time of the rollouts).
+
+    Raises:
+      CheckpointError: the expert cannot be loaded.
+      RuntimeError: more than ``config.max_fall_fraction`` of the attempts fell.
+    """
+    from tqdm import tqdm
+
+    expert_path = os.fspath(expert_path)
+    workers = workers or os.cpu_count() or 1
+    _init_worker(expert_path, config)  # fails here, in the caller, on a bad checkpoint
+    kept: dict[int, tuple] = {}
+    falls = 0
+    attempts = 0
+    next_index = 0
+    t0 = time.perf_counter()
+    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (expert_path, config)) \
+        if workers > 1 else None
+    bar = tqdm(total=config.trajectories, desc="trajectories", disable=not progress, file=sys.stderr)
+    try:
+        while len(kept) < config.trajectories:
+            batch = range(next_index, next_index + (config.trajectories - len(kept)))
+            next_index = batch.stop
+            results = pool.imap_unordered(_trajectory, batch) if pool else map(_trajectory, batch)
+            for index, states, commands, actions, ok in results:
+                attempts += 1
+                if ok:
+                    kept[index] = (states, commands, actions)
+                    bar.update(1)
+                else:
+                    falls += 1
+            if falls > config.max_fall_fraction * attempts:
+                raise RuntimeError(f"{falls} of {attempts} expert rollouts fell: the expert at {expert_path} "
+                                   f"cannot walk these commands; narrow command_ranges or retrain it")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    seconds = time.perf_counter() - t0
+    order = sorted(kept)
+    states = np.stack([kept[i][0] for i in order]).astype(np.float32)
+    commands = np.stack([kept[i][1] for i in order])
+    actions = np.stack([kept[i][2] for i in order])
+    gait = np.full(len(order), gait_index(config.gait), np.int32)
+    stats = {"attempts": attempts, "falls": falls, "seconds": seconds}
+    extra = {"expert": os.path.relpath(expert_path) if not os.path.isabs(expert_path) else expert_path,
+             "expert_step": _WORKER["expert"].meta.get("step"), "collect_config": _config_dict(config),
+             "trajectory_indices": order, **stats}
+    return Dataset(states, commands, gait, DatasetMetadata.for_physics(SOURCE, extra=extra), actions), stats
+
+
+def _config_dict(config: CollectConfig) -> dict:
+    d = dataclasses.asdict(config)
+    d["command_ranges"] = dataclasses.asdict(config.command_ranges)
+    return d
+
+
+def measure_sae(ds: Dataset, windows: int = 256, horizon: int = 16, seed: int = 0) -> dict[str, float]:
+    """SAE of the dataset's (state, expert action) transitions on a random sample of windows.
+
+    The scale is the normaliser fitted to heading-frame windows of the dataset
+    (as in training). Returns ``{"sae_native": ..., "sae_mjx": ..., "windows": n}``.
+    """
+    from dynaflow_policy.data.windows import WindowSet
+    from dynaflow_policy.frames import to_heading_frame
+    from dynaflow_policy.metrics import sae, sae_native
+    from dynaflow_policy.normalizer import Normalizer
+
+    ws = WindowSet(ds, horizon)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(ws), size=min(windows, len(ws)), replace=False)
+    batch = ws.batch(np.sort(idx))
+    X, U = batch["states"], batch["expert_actions"]  # (n, H+1, 37), (n, H, 12)
+    normalizer = Normalizer.fit(to_heading_frame(X))
+    return {"sae_native": float(sae_native(X, U, normalizer)), "sae_mjx": float(sae(X, U, normalizer)),
+            "windows": int(len(idx))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """``python -m dynaflow_policy.data.collect [--out data/go1_expert.npz] [--expert DIR] [--trajectories N]``."""
+
+    out: str = "data/go1_expert.npz"
+    """Output .npz file (written atomically)."""
+    expert: str = DEFAULT_EXPERT
+    """PPO expert checkpoint directory."""
+    config: CollectConfig = CollectConfig()
+    """What to roll out (flags without a prefix)."""
+    workers: int = 0
+    """Processes; 0 = one per CPU."""
+    sae_windows: int = 256
+    """Windows sampled for the SAE report."""
+
+
+def main(args: Args) -> Dataset:
+    ds, stats = collect(args.expert, args.config, workers=args.workers or None)
+    report = measure_sae(ds, windows=args.sae_windows) if args.sae_windows else {}
+    extra = {**ds.metadata.extra, "sae": report}
+    ds = dataclasses.replace(ds, metadata=dataclasses.replace(ds.metadata, extra=extra))
+    save_dataset(args.out, ds)
+    windows = ds.n_trajectories * (ds.n_steps - 16)
+    print(f"wrote {args.out}: N={ds.n_trajectories} trajectories x T={ds.n_steps} states = {windows:,d} windows "
+          f"of 17 states; {os.path.getsize(args.out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
+          f"{stats['falls']} fell and were dropped; rollouts took {stats['seconds']:.1f} s")
+    if report:
+        print(f"SAE on {report['windows']} windows: native {report['sae_native']:.3g}, MJX float32 "
+              f"{report['sae_mjx']:.3g}")
+    return ds
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args, config=(tyro.conf.OmitArgPrefixes,)))

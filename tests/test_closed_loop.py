@@ -1,0 +1,54 @@
+"""dynaflow_policy.closed_loop: metrics of a controller whose behaviour is known (hold the default pose)."""
+
+import numpy as np
+import pytest
+
+from dynaflow_policy.closed_loop import evaluate, evaluate_command, markdown_table
+
+
+class Stand:
+    """Holds the default pose: the Go1 stands still (tests/test_physics checks that it stays up)."""
+
+    resets = 0
+
+    def act(self, obs):
+        return np.zeros(12, np.float32)
+
+    def reset(self):
+        self.resets += 1
+
+
+class Flail:
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def act(self, obs):
+        return np.sign(self.rng.standard_normal(12)).astype(np.float32)
+
+    def reset(self):
+        pass
+
+
+def test_standing_controller_tracks_zero_and_misses_a_speed_command_by_its_size():
+    stand = Stand()
+    still = evaluate_command(stand, (0.0, 0.0, 0.0), episodes=2, seconds=2.0)
+    assert stand.resets == 2
+    assert still.falls_per_episode == 0 and still.survival_seconds == pytest.approx(2.0)
+    assert still.vx_rmse < 0.1 and still.yaw_rate_rmse < 0.1  # settling sway after a reset with joint noise
+    assert 0 < still.mean_torque < 10  # holding 12.7 kg up takes a few N m per joint
+    moving = evaluate_command(stand, (0.5, 0.0, -0.4), episodes=2, seconds=2.0)
+    assert moving.vx_rmse == pytest.approx(0.5, abs=0.05)  # standing still misses 0.5 m/s by 0.5 m/s
+    assert moving.yaw_rate_rmse == pytest.approx(0.4, abs=0.05)
+
+
+def test_falls_are_counted_and_end_the_episode():
+    r = evaluate_command(Flail(), (0.0, 0.0, 0.0), episodes=2, seconds=20.0)
+    assert r.falls_per_episode > 0
+    assert r.survival_seconds < 20.0
+    assert r.falls_per_minute == pytest.approx(r.falls_per_episode * 2 / (2 * r.survival_seconds / 60))
+
+
+def test_table_has_a_row_per_command():
+    results = evaluate(Stand(), {"a": (0.0, 0.0, 0.0), "b": (0.3, 0.0, 0.0)}, episodes=1, seconds=0.5)
+    table = markdown_table(results)
+    assert len(table.splitlines()) == 4 and "| b (0.3, 0.0, 0.0) |" in table

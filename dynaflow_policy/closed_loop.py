@@ -64,6 +64,19 @@ class CommandResult:
     survival_seconds: float
 
 
+def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
+    """Body-frame (vx, vy, yaw rate) of each state minus its command.
+
+    Args:
+      states: (T, 37) states; commands: (T, 3) or (3,) commands.
+
+    Returns:
+      (T, 3) errors (m/s, m/s, rad/s).
+    """
+    tracked = np.concatenate([body_linvel(states)[:, :2], states[:, BASE_ANGVEL][:, 2:]], axis=1)  # (T, 3)
+    return tracked - commands
+
+
 def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[float], seconds: float,
                 seed: int) -> dict[str, np.ndarray | bool]:
     """One episode; returns ``states`` (T+1, 37), ``actions`` (T, 12), ``torques`` (T, 12) and ``fell``."""
@@ -95,9 +108,7 @@ def evaluate_command(controller: Controller, command: Sequence[float], episodes:
         for i in range(episodes):
             ep = run_episode(env, controller, command, seconds, seed + i)
             X, tau = ep["states"][1:], ep["torques"]  # (T, 37), (T, 12)
-            v = body_linvel(X)  # (T, 3)
-            tracked = np.concatenate([v[:, :2], X[:, BASE_ANGVEL][:, 2:]], axis=1)[settle:]  # (T - settle, 3)
-            errors.append(tracked - c)
+            errors.append(tracking_errors(X, c)[settle:])
             torque.append(np.abs(tau).mean(axis=1))
             power.append(np.abs(tau * X[:, JOINT_VEL]).sum(axis=1))
             falls += int(ep["fell"])

@@ -1,10 +1,17 @@
-"""Render the Go1 in the Gymnasium env to an MP4.
+"""Render a controller driving the Go1 in the Gymnasium env to an MP4, with the command as a caption.
 
     MUJOCO_GL=egl python eval/rollout_video.py
 
-Until a DynaFlow checkpoint ships, the controller is the default pose (zero
-action): the video shows the robot settling under its servos and standing.
-It prints where it wrote the file and the base height and tilt it measured.
+With no arguments it runs the shipped controller (``--controller auto``: the
+DynaFlow checkpoint ``checkpoints/dynaflow_go1_expert`` once it ships, the
+PPO expert ``checkpoints/ppo_go1_trot`` until then) for 10 s under a
+changing command (walk, walk faster, turn, stop), writes
+``outputs/go1_rollout.mp4`` from the tracking camera and prints the path and
+the closed-loop metrics. Other options: ``--command VX VY YAW`` (fixed),
+``--gait``, ``--seconds``, ``--output``, ``--checkpoint``, and ``--demo
+FILE.npz --demo-index N`` for a side-by-side video: the demonstration's states
+(left, replayed kinematically) next to the controller's closed-loop motion
+from the same initial state under the demonstration's commands (right).
 """
 
 from __future__ import annotations
@@ -12,52 +19,196 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Literal
 
 import tyro
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = {"dynaflow": os.path.join(REPO, "checkpoints", "dynaflow_go1_expert"),
+           "ppo": os.path.join(REPO, "checkpoints", "ppo_go1_trot")}
+SCHEDULE: tuple[tuple[float, tuple[float, float, float]], ...] = (
+    (0.0, (0.3, 0.0, 0.0)),
+    (3.0, (0.8, 0.0, 0.0)),
+    (6.0, (0.4, 0.0, 0.6)),
+    (8.5, (0.0, 0.0, 0.0)),
+)
+"""Default command schedule: (start time s, (vx m/s, vy m/s, yaw rate rad/s))."""
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoConfig:
-    output: str = "outputs/go1_standing.mp4"
-    """Where to write the MP4."""
+    controller: Literal["auto", "dynaflow", "ppo", "stand"] = "auto"
+    """auto: the shipped DynaFlow checkpoint, else the shipped PPO expert; stand: hold the default pose."""
+    checkpoint: str | None = None
+    """Checkpoint of --controller (default: the shipped one)."""
+    command: tuple[float, float, float] | None = None
+    """Fixed command (vx m/s, vy m/s, yaw rate rad/s) instead of the default schedule."""
+    gait: str = "trot"
+    """Gait given to the controller."""
     seconds: float = 10.0
     """Duration (s) of simulated time."""
+    output: str = "outputs/go1_rollout.mp4"
+    """Where to write the MP4."""
+    demo: str | None = None
+    """Dataset (.npz) whose trajectory is shown on the left, side by side with the controller's motion."""
+    demo_index: int = 0
+    """Trajectory of --demo."""
     width: int = 640
-    """Frame width (px)."""
+    """Frame width (px) of each panel."""
     height: int = 480
     """Frame height (px)."""
     seed: int = 0
-    """Reset seed (initial joint perturbation and heading)."""
+    """Reset seed (initial joint perturbation and heading) and controller seed."""
 
 
-def main(cfg: VideoConfig) -> None:
+class _Stand:
+    def act(self, obs):
+        import numpy as np
+
+        return np.zeros(12, np.float32)
+
+    def reset(self):
+        pass
+
+
+def load_controller(cfg: VideoConfig):
+    """(controller, description) for ``cfg.controller``."""
+    kind = cfg.controller
+    if kind == "auto":
+        kind = "dynaflow" if os.path.isdir(SHIPPED["dynaflow"]) else "ppo"
+    if kind == "stand":
+        return _Stand(), "default pose (zero action)"
+    path = cfg.checkpoint or SHIPPED[kind]
+    if kind == "ppo":
+        from dynaflow_policy.experts import load_expert
+
+        return load_expert(path), f"PPO expert {os.path.relpath(path, REPO)}"
+    from dynaflow_policy import DynaFlowPolicy
+
+    return DynaFlowPolicy.from_checkpoint(path, seed=cfg.seed), f"DynaFlow {os.path.relpath(path, REPO)}"
+
+
+def _caption(frame, lines: list[str]):
+    """Draws ``lines`` of text on a dark band at the top of ``frame`` (H, W, 3) uint8."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    band = 6 + 14 * len(lines)
+    draw.rectangle([0, 0, image.width, band], fill=(20, 20, 20))
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + 14 * i), line, fill=(240, 240, 240))
+    return np.asarray(image)
+
+
+class _StateRenderer:
+    """Renders arbitrary states (kinematic replay) from the tracking camera."""
+
+    def __init__(self, width: int, height: int):
+        import copy
+
+        import mujoco
+
+        from envs.native import NativeGo1
+
+        self.sim = NativeGo1()
+        model = copy.copy(self.sim.model)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        self.renderer = mujoco.Renderer(model, height, width)
+
+    def __call__(self, x):
+        self.sim.set_state(x)
+        self.renderer.update_scene(self.sim.data, camera="track")
+        return self.renderer.render()
+
+    def close(self):
+        self.renderer.close()
+
+
+def main(cfg: VideoConfig) -> dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium
     import imageio
     import numpy as np
 
     import envs
-    from envs import task
+    from dynaflow_policy.closed_loop import tracking_errors
     from envs.physics import PHYSICS
+    from envs.task import is_fallen
 
-    env = gymnasium.make(envs.GYM_ID, render_mode="rgb_array", width=cfg.width, height=cfg.height)
-    obs, _ = env.reset(seed=cfg.seed, options={"command": (0.0, 0.0, 0.0), "gait": "trot"})
+    controller, description = load_controller(cfg)
     fps = round(1.0 / PHYSICS.ctrl_dt)
-    heights, tilts = [], []
+    n_steps = round(cfg.seconds * fps)
+    options = {"gait": cfg.gait}
+    demo = None
+    if cfg.demo is not None:
+        from dynaflow_policy.data import load_dataset
+        from envs.task import GAITS
+
+        ds = load_dataset(cfg.demo)
+        if not 0 <= cfg.demo_index < ds.n_trajectories:
+            raise ValueError(f"--demo-index must be in [0, {ds.n_trajectories}), got {cfg.demo_index}")
+        demo = ds.states[cfg.demo_index].astype(np.float64)  # (T, 37)
+        commands = ds.commands[cfg.demo_index]  # (T, 3)
+        n_steps = min(n_steps, len(demo) - 1)
+        options.update(state=demo[0], gait=GAITS[int(ds.gait[cfg.demo_index])])
+        command_at = lambda k: commands[k]  # noqa: E731
+    elif cfg.command is not None:
+        command_at = lambda k: np.asarray(cfg.command, np.float32)  # noqa: E731
+    else:
+        starts = np.array([t for t, _ in SCHEDULE])
+        command_at = lambda k: np.asarray(SCHEDULE[np.searchsorted(starts, k / fps, "right") - 1][1])  # noqa: E731
+
+    env = gymnasium.make(envs.GYM_ID, render_mode="rgb_array", width=cfg.width, height=cfg.height,
+                         max_episode_steps=n_steps)
+    obs, _ = env.reset(seed=cfg.seed, options={**options, "command": command_at(0)})
+    controller.reset()
+    demo_renderer = _StateRenderer(cfg.width, cfg.height) if demo is not None else None
+    states, cmds, torques = [], [], []
+    fell = False
     os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
-    with imageio.get_writer(cfg.output, fps=fps, codec="libx264", quality=7, macro_block_size=8) as writer:
-        for _ in range(round(cfg.seconds * fps)):
-            obs, _, terminated, truncated, _ = env.step(np.zeros(12, np.float32))
-            writer.append_data(env.render())
-            heights.append(obs[2])
-            tilts.append(np.degrees(np.arccos(np.clip(-task.projected_gravity(obs[:37])[2], -1.0, 1.0))))
-            if terminated or truncated:
-                break
-    env.close()
-    print(f"wrote {os.path.abspath(cfg.output)} ({len(heights)} frames at {fps} fps)")
-    print(f"base height {min(heights):.3f}-{max(heights):.3f} m, max tilt {max(tilts):.1f} deg, "
-          f"fell: {bool(terminated)}")
+    try:
+        with imageio.get_writer(cfg.output, fps=fps, codec="libx264", quality=7, macro_block_size=8) as writer:
+            for k in range(n_steps):
+                c = command_at(k)
+                env.unwrapped.set_command(c)
+                obs[37:40] = c  # the observation carries the command the controller must follow now
+                obs, _, terminated, truncated, info = env.step(controller.act(obs))
+                x = env.unwrapped.state
+                states.append(x)
+                cmds.append(c)
+                torques.append(info["torque"])
+                v = tracking_errors(x[None], np.zeros(3))[0]
+                text = [f"{description}, gait {cfg.gait if demo is None else options['gait']}   t {k / fps:4.1f} s",
+                        f"command  vx {c[0]:+.2f}  vy {c[1]:+.2f}  yaw {c[2]:+.2f}",
+                        f"actual   vx {v[0]:+.2f}  vy {v[1]:+.2f}  yaw {v[2]:+.2f}"]
+                frame = _caption(env.render(), text)
+                if demo_renderer is not None:
+                    frame = np.concatenate([_caption(demo_renderer(demo[k + 1]), ["demonstration (replayed states)"]),
+                                            frame], axis=1)
+                writer.append_data(frame)
+                if terminated or truncated:
+                    fell = bool(terminated)
+                    break
+    finally:
+        env.close()
+        if demo_renderer is not None:
+            demo_renderer.close()
+    X, C = np.stack(states), np.stack(cmds)
+    err = tracking_errors(X, C)[fps:]  # after the first second
+    rmse = np.sqrt(np.mean(err**2, axis=0)) if len(err) else np.full(3, np.nan)
+    metrics = {"frames": len(X), "fell": fell or bool(is_fallen(X[-1])), "vx_rmse": float(rmse[0]),
+               "vy_rmse": float(rmse[1]), "yaw_rate_rmse": float(rmse[2]),
+               "mean_torque": float(np.abs(np.stack(torques)).mean()),
+               "distance": float(np.linalg.norm(X[-1, :2] - X[0, :2]))}
+    print(f"wrote {os.path.abspath(cfg.output)} ({len(X)} frames at {fps} fps; {description})")
+    print(f"closed loop: fell {metrics['fell']}, tracking RMSE after 1 s: vx {metrics['vx_rmse']:.3f} m/s, "
+          f"vy {metrics['vy_rmse']:.3f} m/s, yaw rate {metrics['yaw_rate_rmse']:.3f} rad/s; mean |torque| "
+          f"{metrics['mean_torque']:.2f} N m; walked {metrics['distance']:.2f} m")
+    return metrics
 
 
 if __name__ == "__main__":
-    sys.exit(main(tyro.cli(VideoConfig)))
+    main(tyro.cli(VideoConfig))

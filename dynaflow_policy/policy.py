@@ -11,7 +11,7 @@ evaluation and needs no physics: the network maps the noise window (row 0 the
 current state) straight to U. With N > 1 steps, each of the first N - 1
 evaluations needs the rollout Phi(x0, U) for the flow velocity; it has no
 gradient here, so it runs in native MuJoCo (float64,
-:func:`envs.native.replay`, ~1 ms for H = 16) instead of MJX (the
+:meth:`envs.native.NativeGo1.rollout`, ~1 ms for H = 16) instead of MJX (the
 differentiable float32 rollout used in training). ``tests/test_policy.py``
 checks that this equals :func:`dynaflow_policy.flow.sample` on the same noise.
 The network runs with the EMA weights.
@@ -33,7 +33,7 @@ from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.train import conditioning, load_checkpoint
-from envs.native import replay
+from envs.native import NativeGo1
 from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.task import COMMAND_DIM, GAITS, OBS_DIM, gait_index
 
@@ -90,6 +90,7 @@ class DynaFlowPolicy:
         self.ode_steps = ode_steps
         self.seed = int(seed)
         self.physics = physics
+        self._sim = NativeGo1(physics)
         self.command = command
         self.gait = gait
         self.reset()
@@ -187,7 +188,7 @@ class DynaFlowPolicy:
             U = np.asarray(net(self.params, jnp.asarray(x_t, jnp.float32), jnp.full((1,), t, jnp.float32),
                                jnp.asarray(cond)))[0]  # (H, 12)
             if i < self.ode_steps - 1:
-                x_hat = self.normalizer.normalize(replay(x0_h, U, self.physics))[None]  # (1, H+1, 37)
+                x_hat = self.normalizer.normalize(self._sim.rollout(x0_h, U))[None]  # (1, H+1, 37)
                 x_t = x_t + dt * np.asarray(flow_velocity(x_hat, x_t, np.full((1,), t), self.flow.t_clamp))
         self.last_actions = U.astype(np.float32)
         self._last_x0 = (x0_h, np.asarray(x, np.float64))
@@ -198,7 +199,7 @@ class DynaFlowPolicy:
         if self._last_x0 is None:
             return None
         x0_h, x_world = self._last_x0
-        return from_heading_frame(replay(x0_h, self.last_actions, self.physics)[None], x_world[None])[0]
+        return from_heading_frame(self._sim.rollout(x0_h, self.last_actions)[None], x_world[None])[0]
 
     # ---------------------------------------------------------------------------------------------------------------
 

@@ -101,6 +101,28 @@ class NativeGo1:
             self.data.warning[w].number = b + n
         self._warned = self._warned or any(n > 0 for n in new)
 
+    def rollout(self, x0: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """Open-loop rollout from ``x0``: the native counterpart of one trajectory of ``envs.dynamics.rollout``.
+
+        Args:
+          x0: (37,) initial state.
+          U: (H, 12) actions.
+
+        Returns:
+          X: (H+1, 37) float64 states, ``X[0] == x0``. Steps are not stopped on a
+          blow-up; check the result with ``np.isfinite`` or :attr:`diverged` if that matters.
+        """
+        U = np.asarray(U, dtype=np.float64)
+        if U.ndim != 2 or U.shape[1] != ACTION_DIM:
+            raise ValueError(f"U must have shape (H, {ACTION_DIM}), got {U.shape}")
+        self.set_state(x0)
+        X = np.empty((U.shape[0] + 1, STATE_DIM))  # (H+1, 37)
+        X[0] = self.state()
+        for k, u in enumerate(U):
+            self.step(u)
+            X[k + 1] = self.state()
+        return X
+
     @property
     def diverged(self) -> bool:
         """True if the physics blew up since the last :meth:`set_state`.
@@ -124,7 +146,7 @@ class NativeGo1:
 
 
 def replay(x0: np.ndarray, U: np.ndarray, config: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """Native float64 counterpart of one trajectory of ``envs.dynamics.rollout``.
+    """Native float64 counterpart of one trajectory of ``envs.dynamics.rollout`` (a fresh simulator).
 
     Args:
       x0: (37,) initial state.
@@ -132,17 +154,6 @@ def replay(x0: np.ndarray, U: np.ndarray, config: PhysicsConfig = PHYSICS) -> np
       config: physics config.
 
     Returns:
-      X: (H+1, 37) float64 states, ``X[0] == x0``. Steps are not stopped on a
-      blow-up; check the result with ``np.isfinite`` if that matters.
+      X: (H+1, 37) float64 states, ``X[0] == x0``; see :meth:`NativeGo1.rollout`.
     """
-    U = np.asarray(U, dtype=np.float64)
-    if U.ndim != 2 or U.shape[1] != ACTION_DIM:
-        raise ValueError(f"U must have shape (H, {ACTION_DIM}), got {U.shape}")
-    sim = NativeGo1(config)
-    sim.set_state(x0)
-    X = np.empty((U.shape[0] + 1, STATE_DIM))  # (H+1, 37)
-    X[0] = sim.state()
-    for k, u in enumerate(U):
-        sim.step(u)
-        X[k + 1] = sim.state()
-    return X
+    return NativeGo1(config).rollout(x0, U)

@@ -104,6 +104,8 @@ class Go1GymEnv(gymnasium.Env):
     servo torques, action rate, feet air time and termination. A foot is in
     contact while its sphere centre is below ``envs.physics.FOOT_CONTACT_HEIGHT``
     = 0.028 m; its air time is credited on touchdown as in Playground.
+    ``info`` also holds ``command``, ``gait``, ``diverged``, ``torque`` (12,)
+    (servo torques at the new state, N m) and ``contact`` (4,) bool (FR, FL, RR, RL).
 
     ## Starting State
     ``PHYSICS.home_state`` (standing, 0.278 m) with every joint angle perturbed
@@ -326,6 +328,7 @@ class Go1GymEnv(gymnasium.Env):
             "gait": self._gait,
             "diverged": diverged,
             "torque": task.servo_torque(x_next, u, self.config),
+            "contact": self._last_contact.copy(),
         }
         return self._get_obs(), reward, terminated, False, info
 

@@ -101,6 +101,7 @@ def test_set_command_steers_mid_episode(env):
     obs, _, _, _, info = env.step(np.zeros(12))
     np.testing.assert_allclose(obs[37:40], (0.2, -0.1, 0.6), rtol=1e-6)
     np.testing.assert_allclose(info["command"], (0.2, -0.1, 0.6), rtol=1e-6)
+    assert info["contact"].shape == (4,) and info["contact"].dtype == bool
     for bad in [(0.1, 0.2), (np.nan, 0.0, 0.0)]:
         with pytest.raises(ValueError, match="command"):
             env.set_command(bad)

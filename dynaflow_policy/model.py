@@ -8,6 +8,10 @@
     c (B, 7) ─────────────── MLP ─┘          │ AdaLN shift/scale/gate in every block
     tokens ─ depth x DiTBlock ─ FinalLayer ─ tokens 1..H ─ tanh ─► U (B, H, 12)
 
+With ``predict="states"`` (the state-space baseline, ``dynaflow_policy.baselines``)
+the final layer emits 37 numbers per token and tokens 1..H, without tanh, are
+the predicted X_1 rows 1..H in normalised state space.
+
 Blocks use AdaLN-Zero (Peebles & Xie, 2023): layer norms without affine
 parameters, modulated by a shift, scale and gate computed from the conditioning
 vector by a ZERO-initialised Dense layer. A fresh block is therefore exactly the
@@ -30,6 +34,9 @@ from dynaflow_policy.configs import DiTConfig
 
 TIME_SCALE = 1000.0
 """Flow time t in [0, 1] is multiplied by this before its sinusoidal features."""
+
+PREDICT_MODES: tuple[str, ...] = ("actions", "states")
+"""What :class:`DiT1d` outputs: U (B, H, 12) in [-1, 1], or normalised states X_1 rows 1..H (B, H, 37)."""
 
 
 def sinusoidal_embedding(x: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -128,13 +135,22 @@ class DiT1d(nn.Module):
 
     Attributes:
       config: sizes (``DiTConfig``).
+      predict: ``"actions"`` (DynaFlow: U, tanh-bounded) or ``"states"`` (state-space
+        baseline: X_1 rows 1..H, normalised, unbounded); the two differ only in the
+        width of the final projection.
     """
 
     config: DiTConfig
+    predict: str = "actions"
+
+    def __post_init__(self) -> None:
+        if self.predict not in PREDICT_MODES:
+            raise ValueError(f"DiT1d.predict must be one of {PREDICT_MODES}, got {self.predict!r}")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x_t: jax.Array, t: jax.Array, cond: jax.Array) -> jax.Array:
-        """Predicts actions.
+        """Predicts actions (or, with ``predict="states"``, states).
 
         Args:
           x_t: (B, H+1, 37) interpolated window in normalised state space; row 0 is the normalised x0.
@@ -142,7 +158,8 @@ class DiT1d(nn.Module):
           cond: (B, 7) conditioning: command (vx m/s, vy m/s, yaw rate rad/s) ++ gait one-hot.
 
         Returns:
-          U: (B, H, 12) actions in [-1, 1]; ``U[:, k]`` is applied at state ``x_k``.
+          ``predict="actions"``: U (B, H, 12) actions in [-1, 1]; ``U[:, k]`` is applied at state ``x_k``.
+          ``predict="states"``: (B, H, 37) predicted X_1 rows 1..H in normalised state space.
         """
         cfg = self.config
         tokens = cfg.horizon + 1
@@ -160,15 +177,17 @@ class DiT1d(nn.Module):
         c = t_emb + c_emb  # (B, D)
         for i in range(cfg.depth):
             h = DiTBlock(cfg.num_heads, cfg.mlp_dim, name=f"block_{i}")(h, c)  # (B, H+1, D)
+        if self.predict == "states":
+            return FinalLayer(cfg.state_dim, name="final")(h, c)[:, 1:]  # (B, H, 37)
         out = FinalLayer(cfg.action_dim, name="final")(h, c)  # (B, H+1, 12)
         return jnp.tanh(out[:, 1:])  # (B, H, 12)
 
 
-def init_params(config: DiTConfig, rng: jax.Array) -> dict:
-    """Fresh model variables ``{"params": ...}`` for ``DiT1d(config).apply``."""
+def init_params(config: DiTConfig, rng: jax.Array, predict: str = "actions") -> dict:
+    """Fresh model variables ``{"params": ...}`` for ``DiT1d(config, predict).apply``."""
     b = 1
     x = jnp.zeros((b, config.horizon + 1, config.state_dim))
-    return DiT1d(config).init(rng, x, jnp.zeros((b,)), jnp.zeros((b, config.cond_dim)))
+    return DiT1d(config, predict).init(rng, x, jnp.zeros((b,)), jnp.zeros((b, config.cond_dim)))
 
 
 def count_params(params: dict) -> int:

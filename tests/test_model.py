@@ -111,3 +111,23 @@ def test_config_validation():
     with pytest.raises(ValueError, match="state_weights must have 37 entries, got 3"):
         FlowConfig(state_weights=(1.0, 1.0, 1.0))
     assert hash(FlowConfig(state_weights=[1.0] * 37)) == hash(FlowConfig(state_weights=(1.0,) * 37))
+
+
+def test_states_mode_predicts_unbounded_normalised_states(fresh):
+    """predict="states": same tree except the final projection's width; (B, H, 37) rows 1..H, no tanh."""
+    states_params = jax.jit(init_params, static_argnums=(0, 2))(TINY, jax.random.PRNGKey(0), "states")
+    leaves = jax.tree_util.tree_leaves_with_path(fresh)
+    states_leaves = jax.tree_util.tree_leaves_with_path(states_params)
+    assert [k for k, _ in leaves] == [k for k, _ in states_leaves]
+    differ = {jax.tree_util.keystr(k): (a.shape, b.shape)
+              for (k, a), (_, b) in zip(leaves, states_leaves) if a.shape != b.shape}
+    assert differ == {"['params']['final']['projection']['bias']": ((12,), (37,)),
+                      "['params']['final']['projection']['kernel']": ((32, 12), (32, 37))}
+    apply_states = jax.jit(DiT1d(TINY, predict="states").apply)
+    x_t, t, cond = _inputs(TINY)
+    np.testing.assert_array_equal(np.asarray(apply_states(states_params, x_t, t, cond)), 0.0)
+    X = apply_states(_perturbed(states_params, scale=1.0), 10.0 * x_t, t, cond)
+    assert X.shape == (B, TINY.horizon, TINY.state_dim)
+    assert float(jnp.abs(X).max()) > 2.0  # not squashed into [-1, 1]
+    with pytest.raises(ValueError, match=r"predict must be one of \('actions', 'states'\), got 'state'"):
+        DiT1d(TINY, predict="state")

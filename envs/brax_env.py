@@ -30,7 +30,8 @@ servo target = default pose + 0.5 rad * action, clipped to the joint ranges.
 
 ``State.info``: ``rng``, ``command`` (3,), ``gait`` () int32 index into
 ``GAITS``, ``last_act`` (12,), ``feet_air_time`` (4,) s, ``last_contact``
-(4,) bool, ``step`` () int32 steps since the last command resample.
+(4,) bool, ``step`` () int32 steps since the last command resample, and with
+domain randomisation ``physics`` (``friction``, ``mass_scale``, ``payload``).
 ``State.metrics``: ``reward/<name>`` for each unweighted term of
 :func:`envs.task.reward_terms`; ``reward == envs.task.total_reward(terms)``.
 
@@ -60,6 +61,7 @@ from envs import physics
 from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
                           PhysicsConfig)
 from envs.dynamics import mjx_model, state_from_data, step_data
+from envs.randomization import DomainRandomization, randomized_model
 from envs.task import (COMMAND_DIM, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, POLICY_INPUT_DIM,
                        POLICY_INPUT_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, observation,
                        policy_input, reward_terms, total_reward, update_feet)
@@ -79,6 +81,9 @@ class Go1Env(PipelineEnv):
       randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
         joint angles and turn the robot to a uniform random yaw.
       config: physics config (the default is the project's frozen contract).
+      domain_randomization: draw the floor friction, a body-mass scale and a
+        trunk payload per env at reset and after a fall
+        (:class:`envs.randomization.DomainRandomization`); None keeps the nominal physics.
       policy_inputs: emit ``envs.task.policy_input(obs)`` (41, no world
         position or heading) instead of the 44-number observation; the PPO
         expert trains on these.
@@ -91,7 +96,8 @@ class Go1Env(PipelineEnv):
 
     def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
                  gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500, randomize_init: bool = True,
-                 config: PhysicsConfig = PHYSICS, policy_inputs: bool = False, backend: str = "mjx"):
+                 config: PhysicsConfig = PHYSICS, domain_randomization: DomainRandomization | None = None,
+                 policy_inputs: bool = False, backend: str = "mjx"):
         if backend != "mjx":
             raise ValueError(f"Go1Env only supports backend='mjx', got {backend!r}")
         if not gaits:
@@ -112,6 +118,7 @@ class Go1Env(PipelineEnv):
         self.resample_command_steps = int(resample_command_steps)
         self.randomize_init = bool(randomize_init)
         self.config = config
+        self.domain_randomization = domain_randomization
         self.policy_inputs = bool(policy_inputs)
         if self.policy_inputs:
             self.observation_structure = POLICY_INPUT_STRUCTURE
@@ -130,16 +137,17 @@ class Go1Env(PipelineEnv):
     def action_size(self) -> int:
         return ACTION_DIM
 
-    def pipeline_step(self, pipeline_state, action: jax.Array):
+    def pipeline_step(self, pipeline_state, action: jax.Array, model: mjx.Model | None = None):
         """One control step: exactly ``envs.dynamics.step_data(pipeline_state, action)``.
 
         Unlike Brax's ``PipelineEnv.pipeline_step``, ``action`` is the raw
         action u (12,) in [-1, 1], not the actuator ctrl. Brax's derived
         fields (``q``, ``qd``, ``x``, ``xd``) are refreshed from the new data;
         its ``contact`` field is left as set at init (MJX keeps the contacts
-        in ``data._impl.contact``).
+        in ``data._impl.contact``). ``model`` replaces the nominal MJX model
+        (domain randomisation).
         """
-        d = step_data(pipeline_state, action, self.config)
+        d = step_data(pipeline_state, action, self.config, model)
         x = brax_base.Transform(pos=d.xpos[1:], rot=d.xquat[1:])
         cvel = brax_base.Motion(vel=d.cvel[1:, 3:], ang=d.cvel[1:, :3])
         offset = brax_base.Transform.create(pos=d.xpos[1:] - d.subtree_com[self._body_rootid])
@@ -147,7 +155,7 @@ class Go1Env(PipelineEnv):
 
     def reset(self, rng: jax.Array) -> State:
         """New episode from the home pose (randomised if ``randomize_init``), command and gait drawn from rng."""
-        rng, k_cmd, k_gait, k_joint, k_yaw = jax.random.split(rng, 5)
+        rng, k_cmd, k_gait, k_joint, k_yaw, k_phys = jax.random.split(rng, 6)
         x0 = jnp.asarray(self.config.home_state)  # (37,)
         if self.randomize_init:
             lower = jnp.asarray(self.config.joint_lower)
@@ -169,6 +177,8 @@ class Go1Env(PipelineEnv):
             "last_contact": self._foot_heights(pipeline_state) < FOOT_CONTACT_HEIGHT,
             "step": jnp.zeros((), jnp.int32),
         }
+        if self.domain_randomization is not None:
+            info["physics"] = self.domain_randomization.sample(k_phys)
         metrics = {f"reward/{k}": jnp.zeros(()) for k in self.reward_weights.as_dict()}
         obs = self._observation(state_from_data(pipeline_state), command, gait)
         return State(pipeline_state, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
@@ -176,7 +186,9 @@ class Go1Env(PipelineEnv):
     def step(self, state: State, action: jax.Array) -> State:
         """One control step (20 ms) under ``action`` (12,); reward, done and bookkeeping from the new state."""
         info = state.info
-        pipeline_state = self.pipeline_step(state.pipeline_state, action)
+        model = (randomized_model(self._mjx_model, info["physics"], self.config)
+                 if self.domain_randomization is not None else None)
+        pipeline_state = self.pipeline_step(state.pipeline_state, action, model)
         x = state_from_data(pipeline_state)  # (37,)
         finite = jnp.all(jnp.isfinite(x))
         x = jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # the obs and reward stay finite after a blow-up
@@ -188,7 +200,7 @@ class Go1Env(PipelineEnv):
                              first_contact, done, self.reward_weights, self.config, xp=jnp)
         reward = total_reward(terms, self.reward_weights, self.config)
 
-        rng, k_cmd, k_gait = jax.random.split(info["rng"], 3)
+        rng, k_cmd, k_gait, k_phys = jax.random.split(info["rng"], 4)
         count = info["step"] + 1
         resample = (count >= self.resample_command_steps) | done
         command = jnp.where(resample, self._sample_command(k_cmd), info["command"])
@@ -203,6 +215,9 @@ class Go1Env(PipelineEnv):
             "last_contact": contact | done,  # after a reset the robot stands: no spurious touch-down
             "step": jnp.where(resample, 0, count).astype(jnp.int32),
         }
+        if self.domain_randomization is not None:  # a new draw for the next episode
+            new_info["physics"] = jax.tree.map(lambda new, old: jnp.where(done, new, old),
+                                               self.domain_randomization.sample(k_phys), info["physics"])
         metrics = {**state.metrics, **{f"reward/{k}": v for k, v in terms.items()}}
         obs = self._observation(x, command, gait)
         return state.replace(pipeline_state=pipeline_state, obs=obs, reward=reward,

@@ -55,13 +55,15 @@ def state_from_data(d: mjx.Data) -> jax.Array:
     return jnp.concatenate([d.qpos, d.qvel])
 
 
-def step_data(d: mjx.Data, u: jax.Array, config: PhysicsConfig = PHYSICS) -> mjx.Data:
+def step_data(d: mjx.Data, u: jax.Array, config: PhysicsConfig = PHYSICS, model: mjx.Model | None = None) -> mjx.Data:
     """One control step on MJX data: servo targets from u (12,), then the substeps.
 
     The substeps are unrolled in Python: XLA fuses across them, which is
-    faster than a scan of length ``n_substeps`` in both passes.
+    faster than a scan of length ``n_substeps`` in both passes. ``model``
+    replaces the model of ``config`` (domain randomisation: same structure,
+    other parameter values).
     """
-    m = mjx_model(config)
+    m = mjx_model(config) if model is None else model
     d = d.replace(ctrl=physics.motor_targets(u, config, xp=jnp))
     for _ in range(config.n_substeps):
         d = mjx.step(m, d)

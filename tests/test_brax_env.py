@@ -188,3 +188,41 @@ def test_randomize_init():
 def test_constructor_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         Go1Env(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def randomized():
+    """A domain-randomised env with policy inputs; reset and a 25-step zero-action rollout jitted once."""
+    from envs.randomization import DomainRandomization
+
+    env = Go1Env(randomize_init=False, domain_randomization=DomainRandomization(), policy_inputs=True)
+    reset = jax.jit(jax.vmap(env.reset))
+
+    @jax.jit
+    def stand(state):
+        def body(s, _):
+            s = jax.vmap(env.step)(s, jnp.zeros((B, ACTION_DIM)))
+            return s, s.pipeline_state.qpos[:, 2]
+        return jax.lax.scan(body, state, None, length=25)
+
+    return env, reset, stand
+
+
+def test_domain_randomization_draws_per_env_and_changes_the_physics(randomized, sim):
+    env, reset, stand = randomized
+    state0 = reset(jax.random.split(jax.random.PRNGKey(3), B))
+    draws = state0.info["physics"]
+    for name, (lo, hi) in (("friction", (0.4, 1.0)), ("mass_scale", (0.9, 1.1)), ("payload", (-0.5, 1.5))):
+        assert np.all((draws[name] >= lo) & (draws[name] <= hi)) and np.unique(np.asarray(draws[name])).size == B
+    assert state0.obs.shape == (B, envs.task.POLICY_INPUT_DIM) == (B, env.observation_size)
+
+    # Nominal parameters reproduce the nominal env; a heavy payload makes the robot stand lower.
+    nominal = {"friction": jnp.full(B, 0.6), "mass_scale": jnp.ones(B), "payload": jnp.zeros(B)}
+    heavy = {**nominal, "payload": jnp.full(B, 6.0)}
+    _, z_nominal = stand(state0.replace(info={**state0.info, "physics": nominal}))
+    _, z_heavy = stand(state0.replace(info={**state0.info, "physics": heavy}))
+    _, _, step, s = sim  # the nominal env, same home start (randomize_init=False)
+    for _ in range(25):
+        s = step(s, jnp.zeros((B, ACTION_DIM)))
+    np.testing.assert_allclose(z_nominal[-1], s.pipeline_state.qpos[:, 2], atol=1e-6)
+    assert np.all(z_heavy[-1] < z_nominal[-1] - 0.005)

@@ -106,7 +106,9 @@ class PPOConfig:
     seed: int = 0
     """Seed of the networks, the envs and the PPO sampling."""
     gaits: tuple[str, ...] = ("trot",)
-    """Gaits drawn at reset (``envs.task.GAITS``); gait-conditioned rewards for the others do not exist yet."""
+    """Gaits drawn at reset (``envs.task.GAITS``); ``envs.task.gait_sync`` rewards each one's contact pattern."""
+    domain_randomization: bool = False
+    """Train under randomised floor friction, body masses and trunk payload (``envs.randomization``)."""
     keep_checkpoints: int = 3
     """Newest checkpoints kept in ``<workdir>/checkpoints``."""
 
@@ -325,10 +327,13 @@ def _check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
 
 
 def make_env(config: PPOConfig):
-    """The training env: ``envs.Go1Env`` with the default command ranges, ``config.gaits`` and policy inputs."""
+    """The training env: ``envs.Go1Env`` with the default command ranges, ``config.gaits``, policy inputs and,
+    if ``config.domain_randomization``, the default :class:`envs.randomization.DomainRandomization`."""
     from envs.brax_env import Go1Env
+    from envs.randomization import DomainRandomization
 
-    return Go1Env(command_ranges=CommandRanges(), gaits=config.gaits, policy_inputs=True)
+    return Go1Env(command_ranges=CommandRanges(), gaits=config.gaits, policy_inputs=True,
+                  domain_randomization=DomainRandomization() if config.domain_randomization else None)
 
 
 def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,

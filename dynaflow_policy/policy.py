@@ -176,7 +176,8 @@ class DynaFlowPolicy:
         Returns:
           (H, 12) float32 actions, also kept in ``last_actions``.
         """
-        x0_h = to_heading_frame(np.asarray(x, np.float64)[None])[0]  # (37,)
+        x = np.asarray(x, np.float64)
+        x0_h = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,) the model's frame
         cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
         self._rng, key = jax.random.split(self._rng)
         x_t = np.asarray(_noise(self.dit.horizon, self.flow)(key, jnp.asarray(self.normalizer.normalize(x0_h)[None], jnp.float32)),
@@ -191,7 +192,7 @@ class DynaFlowPolicy:
                 x_hat = self.normalizer.normalize(self._sim.rollout(x0_h, U))[None]  # (1, H+1, 37)
                 x_t = x_t + dt * np.asarray(flow_velocity(x_hat, x_t, np.full((1,), t), self.flow.t_clamp))
         self.last_actions = U.astype(np.float32)
-        self._last_x0 = (x0_h, np.asarray(x, np.float64))
+        self._last_x0 = (x0_h, x)
         return self.last_actions
 
     def planned_states(self) -> np.ndarray | None:
@@ -199,7 +200,8 @@ class DynaFlowPolicy:
         if self._last_x0 is None:
             return None
         x0_h, x_world = self._last_x0
-        return from_heading_frame(self._sim.rollout(x0_h, self.last_actions)[None], x_world[None])[0]
+        X = self._sim.rollout(x0_h, self.last_actions)  # (H+1, 37)
+        return from_heading_frame(X[None], x_world[None])[0] if self.flow.heading_frame else X
 
     # ---------------------------------------------------------------------------------------------------------------
 

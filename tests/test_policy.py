@@ -166,3 +166,15 @@ def test_missing_truncated_or_foreign_checkpoints(ckpt_dir, tmp_path):
     with pytest.raises(CheckpointError, match="physics"):
         DynaFlowPolicy.from_checkpoint(other)
     assert os.path.isdir(ckpt_dir)
+
+
+def test_without_heading_frame_the_model_sees_world_coordinates(ckpt_dir, obs):
+    """The ablation checkpoint (FlowConfig.heading_frame=False) plans from the world-frame state."""
+    p = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    world = DynaFlowPolicy(p.params, p.dit, dataclasses.replace(p.flow, heading_frame=False), p.normalizer)
+    x = obs[:37].astype(np.float64).copy()
+    U = world.plan(x, obs[37:40], 1).copy()
+    np.testing.assert_allclose(world.planned_states()[0], x, atol=1e-12)
+    world.reset()
+    x[:2] += (4.0, -1.0)
+    assert not np.allclose(world.plan(x, obs[37:40], 1), U, atol=1e-4)

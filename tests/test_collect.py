@@ -5,33 +5,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dynaflow_policy import checkpoint
+from artifacts import write_ppo_expert
 from dynaflow_policy.data import collect as C
 from dynaflow_policy.data.schema import load_dataset
-from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS
-from envs.physics import ACTION_DIM, PHYSICS
-from envs.task import POLICY_INPUT_DIM, CommandRanges, is_fallen
+from envs.physics import PHYSICS
+from envs.task import CommandRanges, is_fallen
 
 SMALL = C.CollectConfig(trajectories=3, seconds=1.0, command_knot_seconds=0.5)
 
 
-def _write_expert(directory, out_scale: float, seed: int = 0) -> str:
-    """A PPO-expert checkpoint with random hidden layers; ``out_scale`` 0 makes it hold the default pose."""
-    rng = np.random.default_rng(seed)
-    sizes = [POLICY_INPUT_DIM, 16, 2 * ACTION_DIM]
-    policy = {"params": {f"hidden_{i}": {"kernel": rng.standard_normal((a, b)).astype(np.float32) / np.sqrt(a),
-                                         "bias": np.zeros(b, np.float32)}
-                         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}}
-    policy["params"]["hidden_1"]["kernel"] *= out_scale
-    arrays = {"normalizer": {"mean": np.zeros(POLICY_INPUT_DIM, np.float32),
-                             "std": np.ones(POLICY_INPUT_DIM, np.float32)}, "policy": policy}
-    meta = {"kind": EXPERT_KIND, "policy": {"inputs": POLICY_INPUTS, "activation": "swish"}}
-    return checkpoint.save(directory, 1, arrays, meta)
-
-
 @pytest.fixture(scope="module")
 def standing_expert(tmp_path_factory):
-    return _write_expert(tmp_path_factory.mktemp("standing"), out_scale=0.0)
+    return write_ppo_expert(tmp_path_factory.mktemp("standing"), out_scale=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +60,7 @@ def test_output_depends_on_seed_not_on_workers(collected, standing_expert):
 
 
 def test_too_many_falls_is_a_clear_error(tmp_path):
-    flailing = _write_expert(tmp_path, out_scale=30.0)
+    flailing = write_ppo_expert(tmp_path, out_scale=30.0)
     cfg = dataclasses.replace(SMALL, trajectories=2, seconds=4.0)
     with pytest.raises(RuntimeError, match="fell"):
         C.collect(flailing, dataclasses.replace(cfg, max_fall_fraction=0.01), workers=1, progress=False)

@@ -11,35 +11,21 @@ import pytest
 
 import envs
 from dynaflow_policy.checkpoint import CheckpointError, META_FILE, STATE_FILE
-from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.configs import FlowConfig
 from dynaflow_policy.flow import sample
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d
-from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.policy import DynaFlowPolicy
-from dynaflow_policy.train import TrainConfig, conditioning, init_train_state, save_checkpoint
+from dynaflow_policy.train import conditioning
+from artifacts import tiny_dit, write_dynaflow_checkpoint
 
 H = 8
-DIT = DiTConfig(horizon=H, d_model=32, depth=1, num_heads=2)
-
-
-def _normalizer():
-    rng = np.random.default_rng(0)
-    X = np.repeat(np.asarray(envs.PHYSICS.home_state, np.float64)[None, None], H + 1, axis=1)
-    X = X + 0.05 * rng.standard_normal((32, H + 1, envs.STATE_DIM))
-    return Normalizer.fit(to_heading_frame(X))
+DIT = tiny_dit(H)
 
 
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory):
-    """A checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0)."""
-    config = TrainConfig(horizon=H, dit=DIT)
-    state = init_train_state(config)
-    leaves, treedef = jax.tree.flatten(state.ema_params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    noisy = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    state = state.replace(ema_params=jax.tree.unflatten(treedef, noisy))
-    return save_checkpoint(tmp_path_factory.mktemp("dynaflow") / "checkpoints", state, _normalizer(), config)
+    return write_dynaflow_checkpoint(tmp_path_factory.mktemp("dynaflow") / "checkpoints", H)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,46 @@
+"""Small checkpoints for tests: an untrained-but-non-trivial DynaFlow model and hand-made PPO experts."""
+
+import jax
+import numpy as np
+
+import envs
+from dynaflow_policy import checkpoint
+from dynaflow_policy.configs import DiTConfig
+from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS
+from dynaflow_policy.frames import to_heading_frame
+from dynaflow_policy.normalizer import Normalizer
+from dynaflow_policy.train import TrainConfig, init_train_state, save_checkpoint
+from envs.physics import ACTION_DIM
+from envs.task import POLICY_INPUT_DIM
+
+
+def tiny_dit(horizon: int = 8) -> DiTConfig:
+    return DiTConfig(horizon=horizon, d_model=32, depth=1, num_heads=2)
+
+
+def write_dynaflow_checkpoint(directory, horizon: int = 8) -> str:
+    """A DynaFlow checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0)."""
+    config = TrainConfig(horizon=horizon, dit=tiny_dit(horizon))
+    state = init_train_state(config)
+    leaves, treedef = jax.tree.flatten(state.ema_params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    noisy = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    state = state.replace(ema_params=jax.tree.unflatten(treedef, noisy))
+    rng = np.random.default_rng(0)
+    X = np.repeat(np.asarray(envs.PHYSICS.home_state, np.float64)[None, None], horizon + 1, axis=1)
+    X = X + 0.05 * rng.standard_normal((32, horizon + 1, envs.STATE_DIM))
+    return save_checkpoint(directory, state, Normalizer.fit(to_heading_frame(X)), config)
+
+
+def write_ppo_expert(directory, out_scale: float, seed: int = 0) -> str:
+    """A PPO-expert checkpoint with random hidden layers; ``out_scale`` 0 makes it hold the default pose."""
+    rng = np.random.default_rng(seed)
+    sizes = [POLICY_INPUT_DIM, 16, 2 * ACTION_DIM]
+    policy = {"params": {f"hidden_{i}": {"kernel": rng.standard_normal((a, b)).astype(np.float32) / np.sqrt(a),
+                                         "bias": np.zeros(b, np.float32)}
+                         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}}
+    policy["params"]["hidden_1"]["kernel"] *= out_scale
+    arrays = {"normalizer": {"mean": np.zeros(POLICY_INPUT_DIM, np.float32),
+                             "std": np.ones(POLICY_INPUT_DIM, np.float32)}, "policy": policy}
+    meta = {"kind": EXPERT_KIND, "policy": {"inputs": POLICY_INPUTS, "activation": "swish"}}
+    return checkpoint.save(directory, 1, arrays, meta)

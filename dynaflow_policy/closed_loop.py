@@ -16,7 +16,8 @@ Metrics of one command (:class:`CommandResult`), over all episodes:
   (the robot starts from rest, so the first second measures acceleration, not tracking).
 - ``mean_torque``: mean over steps and joints of |servo torque| (N m), ``info["torque"]``.
 - ``mean_power``: mean over steps of sum_j |torque_j * joint velocity_j| (W);
-  ``energy_per_meter``: its time integral over the distance walked (J/m).
+  ``energy_per_meter``: its time integral over the distance walked (J/m; NaN for a command without
+  translation, such as a turn in place).
 - ``survival_seconds``: mean episode length (s).
 """
 
@@ -125,7 +126,8 @@ def evaluate_command(controller: Controller, command: Sequence[float], episodes:
         falls_per_minute=falls / (sim_seconds / 60.0), vx_rmse=float(rmse[0]), vy_rmse=float(rmse[1]),
         yaw_rate_rmse=float(rmse[2]), mean_torque=float(np.concatenate(torque).mean()),
         mean_power=float(power_all.mean()),
-        energy_per_meter=float(power_all.sum() * PHYSICS.ctrl_dt / distance) if distance > 0.05 else float("nan"),
+        energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / distance)
+                          if np.linalg.norm(c[:2]) > 0.05 and distance > 0.05 else float("nan")),
         survival_seconds=sim_seconds / episodes)
 
 

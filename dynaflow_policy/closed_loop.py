@@ -14,10 +14,14 @@ Metrics of one command (:class:`CommandResult`), over all episodes:
   command and the body-frame base velocity (yaw rate: body z angular velocity)
   over every control step after the first ``settle_seconds`` of each episode
   (the robot starts from rest, so the first second measures acceleration, not tracking).
-- ``mean_torque``: mean over steps and joints of |servo torque| (N m), ``info["torque"]``.
-- ``mean_power``: mean over steps of sum_j |torque_j * joint velocity_j| (W);
-  ``energy_per_meter``: its time integral over the distance walked (J/m; NaN for a command without
-  translation, such as a turn in place).
+  The state in which the robot fell is left out.
+- ``mean_torque``: mean over steps and joints of |actuator torque| (N m),
+  averaged over each step's substeps (``info["torque"]``).
+- ``mean_power``: mean over steps of sum_j |torque_j * joint velocity_j| (W), substep
+  averages (``info["power"]``); ``energy_per_meter``: its time integral over the
+  length of the path the base walked (J/m; NaN for a command without translation,
+  such as a turn in place).
+- ``foot_slip``: mean horizontal speed (m/s) of feet in contact at both ends of a step.
 - ``survival_seconds``: mean episode length (s).
 """
 
@@ -30,7 +34,7 @@ import gymnasium
 import numpy as np
 
 import envs
-from envs.physics import BASE_ANGVEL, BASE_POS, JOINT_VEL, PHYSICS
+from envs.physics import BASE_ANGVEL, BASE_POS, PHYSICS
 from envs.task import body_linvel
 
 EXPERT_COMMANDS: dict[str, tuple[float, float, float]] = {
@@ -62,6 +66,7 @@ class CommandResult:
     mean_torque: float
     mean_power: float
     energy_per_meter: float
+    foot_slip: float
     survival_seconds: float
 
 
@@ -80,11 +85,19 @@ def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
 
 def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[float], seconds: float,
                 seed: int) -> dict[str, np.ndarray | bool]:
-    """One episode; returns ``states`` (T+1, 37), ``actions`` (T, 12), ``torques`` (T, 12) and ``fell``."""
+    """One episode.
+
+    Returns:
+      ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``torques`` (T, 12) N m and
+      ``power`` (T,) W (substep averages, ``info["torque"]``, ``info["power"]``), ``contacts``
+      (T, 4) bool, and ``fell``.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
     obs, _ = env.reset(seed=seed, options={"command": tuple(command)})
     controller.reset()
     unwrapped = env.unwrapped
-    states, actions, torques = [unwrapped.state], [], []
+    states, actions, torques, power, contacts = [unwrapped.state], [], [], [], []
     fell = False
     for _ in range(int(round(seconds / PHYSICS.ctrl_dt))):
         action = controller.act(obs)
@@ -92,42 +105,69 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
         states.append(unwrapped.state)
         actions.append(np.asarray(action, np.float64))
         torques.append(info["torque"])
+        power.append(info["power"])
+        contacts.append(info["contact"])
         if terminated:
             fell = True
             break
-    return {"states": np.stack(states), "actions": np.stack(actions), "torques": np.stack(torques), "fell": fell}
+    return {"states": np.stack(states), "actions": np.stack(actions), "torques": np.stack(torques),
+            "power": np.array(power), "contacts": np.stack(contacts), "fell": fell}
+
+
+def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+    """Horizontal speeds (m/s) of feet in contact at both ends of a step.
+
+    Args:
+      states: (T+1, 37) states; contacts: (T, 4) contacts after each step.
+
+    Returns:
+      (n,) speeds, one per (step, foot) pair in contact before and after the step.
+    """
+    from dynaflow_policy.data.kinematic import foot_positions
+
+    feet = foot_positions(states[1:])[..., :2]  # (T, 4, 2)
+    speed = np.linalg.norm(np.diff(feet, axis=0), axis=-1) / PHYSICS.ctrl_dt  # (T-1, 4)
+    return speed[contacts[:-1] & contacts[1:]]
 
 
 def evaluate_command(controller: Controller, command: Sequence[float], episodes: int = 20, seconds: float = 10.0,
                      seed: int = 0, settle_seconds: float = 1.0) -> CommandResult:
     """Runs ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) of one command; see the module docstring."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not 0 <= settle_seconds < seconds:
+        raise ValueError(f"settle_seconds must be in [0, seconds = {seconds}), got {settle_seconds}")
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / PHYSICS.ctrl_dt)))
     settle = int(round(settle_seconds / PHYSICS.ctrl_dt))
     c = np.asarray(command, np.float64)
-    errors, torque, power, falls, steps, distance = [], [], [], 0, 0, 0.0
+    errors, torque, power, slip, falls, steps, path = [], [], [], [], 0, 0, 0.0
     try:
         for i in range(episodes):
             ep = run_episode(env, controller, command, seconds, seed + i)
-            X, tau = ep["states"][1:], ep["torques"]  # (T, 37), (T, 12)
-            errors.append(tracking_errors(X, c)[settle:])
-            torque.append(np.abs(tau).mean(axis=1))
-            power.append(np.abs(tau * X[:, JOINT_VEL]).sum(axis=1))
+            X = ep["states"][1:]  # (T, 37)
+            tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
+            errors.append(tracking_errors(tracked, c)[settle:])
+            torque.append(np.abs(ep["torques"]).mean(axis=1))
+            power.append(ep["power"])
+            slip.append(foot_slip(ep["states"], ep["contacts"]))
             falls += int(ep["fell"])
             steps += len(X)
-            distance += float(np.linalg.norm(ep["states"][-1, BASE_POS][:2] - ep["states"][0, BASE_POS][:2]))
+            path += float(np.linalg.norm(np.diff(ep["states"][:, BASE_POS][:, :2], axis=0), axis=1).sum())
     finally:
         env.close()
-    err = np.concatenate(errors) if errors else np.zeros((0, 3))
+    err = np.concatenate(errors)
     rmse = np.sqrt(np.mean(err**2, axis=0)) if len(err) else np.full(3, np.nan)
     sim_seconds = steps * PHYSICS.ctrl_dt
     power_all = np.concatenate(power)
+    slip_all = np.concatenate(slip)
     return CommandResult(
         command=tuple(float(x) for x in c), episodes=episodes, falls_per_episode=falls / episodes,
         falls_per_minute=falls / (sim_seconds / 60.0), vx_rmse=float(rmse[0]), vy_rmse=float(rmse[1]),
         yaw_rate_rmse=float(rmse[2]), mean_torque=float(np.concatenate(torque).mean()),
         mean_power=float(power_all.mean()),
-        energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / distance)
-                          if np.linalg.norm(c[:2]) > 0.05 and distance > 0.05 else float("nan")),
+        energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / path)
+                          if np.linalg.norm(c[:2]) > 0.05 and path > 0.05 else float("nan")),
+        foot_slip=float(slip_all.mean()) if len(slip_all) else float("nan"),
         survival_seconds=sim_seconds / episodes)
 
 
@@ -139,10 +179,12 @@ def evaluate(controller: Controller, commands: dict[str, Sequence[float]] = EXPE
 
 def markdown_table(results: dict[str, CommandResult]) -> str:
     """The results as a Markdown table, one row per command."""
-    lines = ["| command (vx, vy, yaw rate) | falls / episode | vx RMSE (m/s) | vy RMSE (m/s) | yaw-rate RMSE (rad/s) "
-             "| mean torque (N m) | mean power (W) | energy (J/m) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| command (vx, vy, yaw rate) | falls / episode | falls / min | survival (s) | vx RMSE (m/s) "
+             "| vy RMSE (m/s) | yaw-rate RMSE (rad/s) | mean torque (N m) | mean power (W) | energy (J/m) "
+             "| foot slip (m/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} {r.command} | {r.falls_per_episode:.2f} | {r.vx_rmse:.3f} | {r.vy_rmse:.3f} | "
-                     f"{r.yaw_rate_rmse:.3f} | {r.mean_torque:.2f} | {r.mean_power:.1f} | {r.energy_per_meter:.0f} |")
+        lines.append(f"| {name} {r.command} | {r.falls_per_episode:.2f} | {r.falls_per_minute:.2f} | "
+                     f"{r.survival_seconds:.1f} | {r.vx_rmse:.3f} | {r.vy_rmse:.3f} | {r.yaw_rate_rmse:.3f} | "
+                     f"{r.mean_torque:.2f} | {r.mean_power:.1f} | {r.energy_per_meter:.0f} | {r.foot_slip:.3f} |")
     return "\n".join(lines)

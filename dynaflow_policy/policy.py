@@ -4,7 +4,9 @@ Receding horizon. At a replanning step the policy reads the state, command and
 gait from the observation, expresses the state in its heading frame, samples
 an action plan U (H, 12) with the flow ODE from that state, executes its first
 ``execute_steps`` actions one per :meth:`DynaFlowPolicy.act` call, and then
-replans from the state it has reached.
+replans from the state it has reached. A new command or gait (in the
+observation or set on the policy) therefore takes effect at the next
+replanning, at most ``execute_steps - 1`` control steps (20 ms each) later.
 
 Sampling at inference. With one ODE step (the default) a plan is one network
 evaluation and needs no physics: the network maps the noise window (row 0 the
@@ -34,7 +36,7 @@ from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.train import conditioning, load_checkpoint
 from envs.native import NativeGo1
-from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.task import COMMAND_DIM, GAITS, OBS_DIM, gait_index
 
 DEFAULT_EXECUTE_STEPS = 4
@@ -51,6 +53,10 @@ def _network(dit: DiTConfig):
 def _noise(horizon: int, flow: FlowConfig):
     """Jitted ``noise_window(rng, x0_normalised (1, 37)) -> X_0 (1, H+1, 37)``."""
     return jax.jit(functools.partial(noise_window, horizon=horizon, config=flow))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class DynaFlowPolicy:
@@ -77,10 +83,11 @@ class DynaFlowPolicy:
     def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *,
                  execute_steps: int = DEFAULT_EXECUTE_STEPS, ode_steps: int | None = None, seed: int = 0,
                  command: Sequence[float] | None = None, gait: str | None = None, physics: PhysicsConfig = PHYSICS):
-        if not 1 <= execute_steps <= dit.horizon:
-            raise ValueError(f"execute_steps must be in [1, {dit.horizon}] (the plan horizon), got {execute_steps}")
+        if not _is_int(execute_steps) or not 1 <= execute_steps <= dit.horizon:
+            raise ValueError(f"execute_steps must be an int in [1, {dit.horizon}] (the plan horizon), "
+                             f"got {execute_steps!r}")
         ode_steps = flow.ode_steps if ode_steps is None else ode_steps
-        if not isinstance(ode_steps, int) or ode_steps < 1:
+        if not _is_int(ode_steps) or ode_steps < 1:
             raise ValueError(f"ode_steps must be a positive int, got {ode_steps!r}")
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
@@ -163,7 +170,7 @@ class DynaFlowPolicy:
             gait = int(np.argmax(obs[STATE_DIM + COMMAND_DIM:])) if self._gait is None else gait_index(self._gait)
             U = self.plan(x, command, gait)
             self._queue = list(U[:self.execute_steps])
-        return self._queue.pop(0)
+        return self._queue.pop(0).copy()
 
     __call__ = act
 
@@ -177,6 +184,10 @@ class DynaFlowPolicy:
           (H, 12) float32 actions, also kept in ``last_actions``.
         """
         x = np.asarray(x, np.float64)
+        if x.shape != (STATE_DIM,) or not np.all(np.isfinite(x)):
+            raise ValueError(f"x must be a finite ({STATE_DIM},) state, got shape {x.shape}")
+        if not _is_int(gait) or not 0 <= gait < len(GAITS):
+            raise ValueError(f"gait must be an index into {GAITS}, got {gait!r}")
         x0_h = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,) the model's frame
         cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
         self._rng, key = jax.random.split(self._rng)
@@ -201,7 +212,12 @@ class DynaFlowPolicy:
             return None
         x0_h, x_world = self._last_x0
         X = self._sim.rollout(x0_h, self.last_actions)  # (H+1, 37)
-        return from_heading_frame(X[None], x_world[None])[0] if self.flow.heading_frame else X
+        if not self.flow.heading_frame:
+            return X
+        X = from_heading_frame(X[None], x_world[None])[0]  # quaternions with w >= 0
+        if x_world[BASE_QUAT.start] < 0:  # same rotations, with the sign of the given state
+            X[:, BASE_QUAT] *= -1.0
+        return X
 
     # ---------------------------------------------------------------------------------------------------------------
 

@@ -105,7 +105,10 @@ class Go1GymEnv(gymnasium.Env):
     contact while its sphere centre is below ``envs.physics.FOOT_CONTACT_HEIGHT``
     = 0.028 m; its air time is credited on touchdown as in Playground.
     ``info`` also holds ``command``, ``gait``, ``diverged``, ``torque`` (12,)
-    (servo torques at the new state, N m) and ``contact`` (4,) bool (FR, FL, RR, RL).
+    (actuator torques averaged over the step's substeps, N m), ``power``
+    (sum_j |torque_j * joint velocity_j| averaged over the substeps, W; with
+    ``backend="mjx"`` both come from the same step in native MuJoCo) and
+    ``contact`` (4,) bool (FR, FL, RR, RL).
 
     ## Starting State
     ``PHYSICS.home_state`` (standing, 0.278 m) with every joint angle perturbed
@@ -278,6 +281,7 @@ class Go1GymEnv(gymnasium.Env):
         if self._step_mjx is None:
             self._sim.step(u)
             return self._sim.state(), self._sim.diverged
+        self._sim.step(u)  # the same step natively, from the same state: only for its torque and power
         x_next = np.asarray(self._step_mjx(jnp.asarray(self._x, jnp.float32), jnp.asarray(u, jnp.float32)),
                             np.float64)
         diverged = bool(not np.all(np.isfinite(x_next)) or np.max(np.abs(x_next[NQ:])) > MAX_QVEL)
@@ -327,7 +331,8 @@ class Go1GymEnv(gymnasium.Env):
             "command": self.command,
             "gait": self._gait,
             "diverged": diverged,
-            "torque": task.servo_torque(x_next, u, self.config),
+            "torque": self._sim.last_torque.copy(),
+            "power": self._sim.last_power,
             "contact": self._last_contact.copy(),
         }
         return self._get_obs(), reward, terminated, False, info

@@ -22,10 +22,13 @@ import mujoco
 import numpy as np
 
 from envs import physics
-from envs.physics import ACTION_DIM, FOOT_SITES, NQ, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import ACTION_DIM, FOOT_SITES, JOINT_VEL, NQ, PHYSICS, STATE_DIM, PhysicsConfig
 
 MAX_QVEL = 1e3
 """|qvel| above this (m/s or rad/s) counts as a physics blow-up."""
+
+_JOINT_QVEL = slice(JOINT_VEL.start - NQ, JOINT_VEL.stop - NQ)
+"""Joint velocities inside ``MjData.qvel`` (action order)."""
 
 _BAD_WARNINGS: tuple[mujoco.mjtWarning, ...] = (
     mujoco.mjtWarning.mjWARN_BADQPOS,
@@ -45,6 +48,9 @@ class NativeGo1:
       config: the physics config.
       model: this instance's copy of the compiled ``MjModel``.
       data: this instance's ``MjData``.
+      last_torque: (12,) actuator torques (N m) of the last :meth:`step`, averaged over its substeps.
+      last_power: mechanical power (W) of the last step, sum_j |torque_j * joint velocity_j|
+        averaged over its substeps (the effort the servos spend, both driving and braking).
     """
 
     def __init__(self, config: PhysicsConfig = PHYSICS):
@@ -53,6 +59,8 @@ class NativeGo1:
         self.data = mujoco.MjData(self.model)
         self._foot_site_ids = np.array([self.model.site(name).id for name in FOOT_SITES])
         self._warned = False
+        self.last_torque = np.zeros(ACTION_DIM)
+        self.last_power = 0.0
         self.set_state(config.home_state)
 
     def set_state(self, x: np.ndarray) -> None:
@@ -94,8 +102,15 @@ class NativeGo1:
         for w in _BAD_WARNINGS:
             self.data.warning[w].number = 0
         self.data.ctrl[:] = physics.motor_targets(u, self.config)
+        torque = np.zeros(ACTION_DIM)
+        power = 0.0
         for _ in range(self.config.n_substeps):
+            qvel = self.data.qvel[_JOINT_QVEL].copy()  # the velocity the substep's forces act at
             mujoco.mj_step(self.model, self.data)
+            torque += self.data.actuator_force
+            power += float(np.abs(self.data.actuator_force * qvel).sum())
+        self.last_torque = torque / self.config.n_substeps
+        self.last_power = power / self.config.n_substeps
         new = [self.data.warning[w].number for w in _BAD_WARNINGS]
         for w, b, n in zip(_BAD_WARNINGS, before, new):
             self.data.warning[w].number = b + n

@@ -20,7 +20,7 @@ Sections (metrics of DESIGN.md, :mod:`dynaflow_policy.metrics` and
    (states, actions), TRE against the demonstration, action recovery RMSE
    against the expert's held-out actions.
 2. Closed loop: falls per minute, vx / yaw-rate tracking RMSE, torque,
-   energy per metre, ``act()`` median latency.
+   energy per metre, foot slip, ``act()`` latency (mean per control step and p99).
 3. Open loop, long horizon: from held-out start states, each generator plans
    H steps, the next plan starts at the last planned state, for 5 s with no
    feedback; the chained actions are then executed in native MuJoCo. Drift =
@@ -144,27 +144,61 @@ def load_methods(args: Args) -> tuple[dict, dict, list[str]]:
 # Sections
 
 
-def held_out_windows(args: Args, data_path: str, checkpoint: str | None, horizon: int = 16):
-    """(batch of held-out windows, normaliser) from the checkpoint's own split (or a 10 % split, seed 0)."""
+def _split_of(checkpoint: str | None, kind: str):
+    """(dataset basenames, held_out_fraction, seed, horizon, normaliser) of a training checkpoint, or None."""
+    if checkpoint is None or not os.path.isdir(checkpoint):
+        return None
+    if kind == "dynaflow":
+        from dynaflow_policy.train import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        cfg = ckpt.config
+    else:
+        from dynaflow_policy.baselines.train import load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint)
+        cfg = ckpt.config.train
+    return ({os.path.basename(p) for p in cfg.dataset}, cfg.held_out_fraction, cfg.seed, cfg.horizon,
+            ckpt.normalizer)
+
+
+def held_out_windows(args: Args, data_path: str, checkpoints: dict[str, str | None], horizon: int = 16):
+    """Evaluation windows of ``data_path`` that no checkpoint in ``checkpoints`` (kind -> path) trained on.
+
+    If ``data_path`` is one of the checkpoints' training files, the windows are
+    those of the trajectories the checkpoint held out (the checkpoints must
+    agree on the split); otherwise the file is evaluation data as a whole (the
+    committed ``data/*_small.npz`` files are made with other seeds than the
+    training sets). Returns (batch of ``args.windows`` windows, normaliser, description of the rule).
+    """
     from dynaflow_policy.data import load_dataset
-    from dynaflow_policy.data.windows import train_held_out_windows
+    from dynaflow_policy.data.windows import WindowSet, train_held_out_windows
     from dynaflow_policy.frames import to_heading_frame
     from dynaflow_policy.normalizer import Normalizer
-    from dynaflow_policy.train import load_checkpoint
 
-    fraction, seed, normalizer = 0.1, 0, None
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        ckpt = load_checkpoint(checkpoint)
-        fraction, seed, normalizer, horizon = (ckpt.config.held_out_fraction, ckpt.config.seed, ckpt.normalizer,
-                                               ckpt.config.horizon)
+    splits = {k: _split_of(p, k) for k, p in checkpoints.items()}
+    splits = {k: v for k, v in splits.items() if v is not None}
+    normalizer = next((v[4] for v in splits.values()), None)
+    horizon = next((v[3] for v in splits.values()), horizon)
     ds = load_dataset(data_path, horizon=horizon)
-    train, held = train_held_out_windows(ds, horizon, fraction, seed)
+    trained_on = {k: v for k, v in splits.items() if os.path.basename(data_path) in v[0]}
+    if trained_on:
+        keys = {(v[1], v[2], v[3]) for v in trained_on.values()}
+        if len(keys) > 1:
+            raise ValueError(f"{data_path}: the checkpoints trained on it with different held-out splits "
+                             f"(fraction, seed, horizon) {sorted(keys)}: their held-out windows differ")
+        fraction, seed, _ = keys.pop()
+        fit_set, held = train_held_out_windows(ds, horizon, fraction, seed)
+        rule = f"the trajectories held out of training (fraction {fraction}, seed {seed})"
+    else:
+        held = WindowSet(ds, horizon)
+        fit_set = held
+        rule = "the whole file (no checkpoint trained on it)"
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(len(held), size=min(args.windows, len(held)), replace=False))
-    batch = held.batch(idx)
     if normalizer is None:
-        normalizer = Normalizer.fit(to_heading_frame(train.batch(np.arange(0, len(train), 7))["states"]))
-    return batch, normalizer
+        normalizer = Normalizer.fit(to_heading_frame(fit_set.batch(np.arange(0, len(fit_set), 7))["states"]))
+    return held.batch(idx), normalizer, rule
 
 
 def section_offline(generators: dict, batch: dict, normalizer) -> list[dict]:
@@ -235,8 +269,8 @@ def section_kinematic(args: Args) -> dict | None:
     from envs.physics import FOOT_CONTACT_HEIGHT
     from envs.task import GAITS, gait_sync
 
-    batch, normalizer = held_out_windows(dataclasses.replace(args, windows=args.kinematic_windows),
-                                         args.kinematic_data, args.dynaflow_kinematic)
+    batch, normalizer, _ = held_out_windows(dataclasses.replace(args, windows=args.kinematic_windows),
+                                            args.kinematic_data, {"dynaflow": args.dynaflow_kinematic})
     X_ref = batch["states"].astype(np.float64)
     data_sae, _ = sae_fitted_native(X_ref, normalizer)
     policy = DynaFlowPolicy.from_checkpoint(args.dynaflow_kinematic, seed=args.seed)
@@ -318,7 +352,7 @@ def plots(closed: dict, open_loop: dict, out: str) -> list[str]:
 
 
 def report(args: Args, missing, offline, closed, latency, open_loop, kinematic, wall: float,
-           windows: tuple[int, int]) -> str:
+           windows: tuple[int, int, str]) -> str:
     from dynaflow_policy.closed_loop import markdown_table
 
     lines = [f"# Benchmark\n\n`python eval/benchmark.py` on {os.cpu_count()} CPU cores, {wall / 60:.1f} min. "
@@ -326,13 +360,15 @@ def report(args: Args, missing, offline, closed, latency, open_loop, kinematic, 
     if missing:
         lines.append("Not run: " + "; ".join(missing) + ".\n")
     if offline:
-        lines.append(f"## Held-out demonstration windows ({windows[0]} windows, H = {windows[1]})\n")
+        lines.append(f"## Held-out demonstration windows ({windows[0]} windows, H = {windows[1]}, from "
+                     f"{windows[2]})\n")
         lines.append("| method | SAE | TRE | action RMSE vs expert |\n|---|---|---|---|")
         lines += [f"| {r['method']} | {r['sae']:.3g} | {r['tre']:.3g} | {r['action_rmse']:.3g} |" for r in offline]
         lines.append("")
     for name, results in closed.items():
         lines.append(f"## Closed loop: {name} ({args.episodes} episodes x {args.seconds:g} s per command; act() "
-                     f"median {1e3 * latency[name]:.2f} ms)\n")
+                     f"{1e3 * latency[name]['mean']:.2f} ms per control step on average, p99 "
+                     f"{1e3 * latency[name]['p99']:.2f} ms: a replanning step)\n")
         lines.append(markdown_table(results) + "\n")
     if open_loop:
         lines.append(f"## Open loop, {args.open_loop_seconds:g} s of chained plans, no feedback "
@@ -367,11 +403,11 @@ def main(args: Args) -> str:
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     controllers, generators, missing = load_methods(args)
-    offline, open_loop, windows = [], {}, (0, 0)
+    offline, open_loop, windows = [], {}, (0, 0, "")
     if os.path.isfile(args.data):
-        batch, normalizer = held_out_windows(args, args.data, args.dynaflow)
-        windows = batch["states"].shape[:2]
-        windows = (windows[0], windows[1] - 1)
+        batch, normalizer, rule = held_out_windows(args, args.data, {"dynaflow": args.dynaflow,
+                                                                     "state_flow": args.state_flow})
+        windows = (batch["states"].shape[0], batch["states"].shape[1] - 1, rule)
         print("section 1: held-out windows", file=sys.stderr)
         offline = section_offline(generators, batch, normalizer)
         print("section 3: open loop", file=sys.stderr)
@@ -380,7 +416,10 @@ def main(args: Args) -> str:
         missing.append(f"data: {os.path.relpath(args.data, REPO)} missing")
     print("section 2: closed loop", file=sys.stderr)
     closed = section_closed_loop(controllers, args)
-    latency = {name: float(np.median(time_controller(c, 200, 5, args.seed)[0])) for name, c in controllers.items()}
+    latency = {}
+    for name, c in controllers.items():
+        act_t, _ = time_controller(c, 200, 5, args.seed)
+        latency[name] = {"mean": float(act_t.mean()), "p99": float(np.percentile(act_t, 99))}
     print("section 4: kinematic", file=sys.stderr)
     kinematic = section_kinematic(args)
     text = report(args, missing, offline, closed, latency, open_loop, kinematic, time.perf_counter() - t0, windows)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Literal
 
 import tyro
@@ -136,7 +135,6 @@ def main(cfg: VideoConfig) -> dict:
     import envs
     from dynaflow_policy.closed_loop import tracking_errors
     from envs.physics import PHYSICS
-    from envs.task import is_fallen
 
     controller, description = load_controller(cfg)
     fps = round(1.0 / PHYSICS.ctrl_dt)
@@ -166,7 +164,7 @@ def main(cfg: VideoConfig) -> dict:
     obs, _ = env.reset(seed=cfg.seed, options={**options, "command": command_at(0)})
     controller.reset()
     demo_renderer = _StateRenderer(cfg.width, cfg.height) if demo is not None else None
-    states, cmds, torques = [], [], []
+    states, cmds, torques = [env.unwrapped.state], [], []
     fell = False
     os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
     try:
@@ -196,14 +194,14 @@ def main(cfg: VideoConfig) -> dict:
         env.close()
         if demo_renderer is not None:
             demo_renderer.close()
-    X, C = np.stack(states), np.stack(cmds)
-    err = tracking_errors(X, C)[fps:]  # after the first second
+    X, C = np.stack(states), np.stack(cmds)  # (T+1, 37) from the start state, (T, 3)
+    err = tracking_errors(X[1:], C)[fps:]  # after the first second, as dynaflow_policy.closed_loop
     rmse = np.sqrt(np.mean(err**2, axis=0)) if len(err) else np.full(3, np.nan)
-    metrics = {"frames": len(X), "fell": fell or bool(is_fallen(X[-1])), "vx_rmse": float(rmse[0]),
+    metrics = {"frames": len(C), "fell": fell, "vx_rmse": float(rmse[0]),
                "vy_rmse": float(rmse[1]), "yaw_rate_rmse": float(rmse[2]),
                "mean_torque": float(np.abs(np.stack(torques)).mean()),
-               "distance": float(np.linalg.norm(X[-1, :2] - X[0, :2]))}
-    print(f"wrote {os.path.abspath(cfg.output)} ({len(X)} frames at {fps} fps; {description})")
+               "distance": float(np.linalg.norm(np.diff(X[:, :2], axis=0), axis=1).sum())}
+    print(f"wrote {os.path.abspath(cfg.output)} ({len(C)} frames at {fps} fps; {description})")
     print(f"closed loop: fell {metrics['fell']}, tracking RMSE after 1 s: vx {metrics['vx_rmse']:.3f} m/s, "
           f"vy {metrics['vy_rmse']:.3f} m/s, yaw rate {metrics['yaw_rate_rmse']:.3f} rad/s; mean |torque| "
           f"{metrics['mean_torque']:.2f} N m; walked {metrics['distance']:.2f} m")

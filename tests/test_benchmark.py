@@ -35,7 +35,7 @@ def run(bench, tmp_path_factory):
     dynaflow = write_dynaflow_checkpoint(tmp / "dynaflow" / "checkpoints", horizon=8)
     args = bench.Args(dynaflow=dynaflow, dynaflow_kinematic=dynaflow, ppo=expert,
                       state_flow=str(tmp / "no_state_flow"), data=str(tmp / "expert.npz"),
-                      kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1, seconds=0.6,
+                      kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1, seconds=1.2,
                       open_loop_seconds=0.4, open_loop_starts=2, kinematic_windows=2, out=str(tmp / "out"))
     return bench.main(args), args
 

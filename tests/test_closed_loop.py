@@ -36,6 +36,8 @@ def test_standing_controller_tracks_zero_and_misses_a_speed_command_by_its_size(
     assert still.falls_per_episode == 0 and still.survival_seconds == pytest.approx(2.0)
     assert still.vx_rmse < 0.1 and still.yaw_rate_rmse < 0.1  # settling sway after a reset with joint noise
     assert 0 < still.mean_torque < 10  # holding 12.7 kg up takes a few N m per joint
+    assert still.foot_slip < 0.05  # feet planted
+    assert np.isnan(still.energy_per_meter)  # no translation asked for
     moving = evaluate_command(stand, (0.5, 0.0, -0.4), episodes=2, seconds=2.0)
     assert moving.vx_rmse == pytest.approx(0.5, abs=0.05)  # standing still misses 0.5 m/s by 0.5 m/s
     assert moving.yaw_rate_rmse == pytest.approx(0.4, abs=0.05)
@@ -49,6 +51,14 @@ def test_falls_are_counted_and_end_the_episode():
 
 
 def test_table_has_a_row_per_command():
-    results = evaluate(Stand(), {"a": (0.0, 0.0, 0.0), "b": (0.3, 0.0, 0.0)}, episodes=1, seconds=0.5)
+    results = evaluate(Stand(), {"a": (0.0, 0.0, 0.0), "b": (0.3, 0.0, 0.0)}, episodes=1, seconds=1.5)
     table = markdown_table(results)
     assert len(table.splitlines()) == 4 and "| b (0.3, 0.0, 0.0) |" in table
+    assert table.splitlines()[0].count("|") == table.splitlines()[2].count("|")
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate_command(Stand(), (0.0, 0.0, 0.0), episodes=0)
+    with pytest.raises(ValueError, match="settle_seconds"):
+        evaluate_command(Stand(), (0.0, 0.0, 0.0), episodes=1, seconds=0.5)

@@ -74,3 +74,16 @@ def test_cli_writes_a_loadable_dataset_with_near_zero_sae(standing_expert, tmp_p
     assert sae["windows"] == 8
     assert sae["sae_native"] < 5e-5  # float32 storage of float64 states is the only error
     assert sae["sae_mjx"] < 5e-4  # float32 MJX step vs the float64 data
+
+
+def test_pool_equals_in_process_with_falls_and_nonzero_actions(tmp_path):
+    """A random expert (some rollouts fall and are replaced): 1 and 2 workers give the same data and counts."""
+    wobbly = write_ppo_expert(tmp_path, out_scale=0.5, seed=1)  # 3 of its first 6 rollouts fall
+    cfg = dataclasses.replace(SMALL, trajectories=3, seconds=3.0, max_fall_fraction=0.95)
+    a, stats_a = C.collect(wobbly, cfg, workers=1, progress=False)
+    b, stats_b = C.collect(wobbly, cfg, workers=2, progress=False)
+    assert stats_a["falls"] == stats_b["falls"] > 0 and stats_a["attempts"] == stats_b["attempts"]
+    np.testing.assert_array_equal(a.states, b.states)
+    np.testing.assert_array_equal(a.expert_actions, b.expert_actions)
+    assert np.abs(a.expert_actions).max() > 0.1
+    assert a.metadata.extra["trajectory_indices"] == b.metadata.extra["trajectory_indices"]

@@ -177,8 +177,22 @@ def test_blow_up_terminates_with_finite_obs(request, backend):
     np.testing.assert_array_equal(obs, obs0)  # the last finite observation
     assert info["reward/termination"] == 1.0
     for key, value in info.items():
-        if key.startswith("reward/") or key == "torque":
+        if key.startswith("reward/") or key in ("torque", "power"):
             assert np.all(np.isfinite(value)), key
+
+
+def test_torque_and_power_are_substep_averages_of_the_actuators():
+    e = Go1GymEnv()
+    e.reset(options={"state": PHYSICS.home_state})
+    for _ in range(100):  # settle, then stand still
+        _, _, _, _, info = e.step(np.zeros(12))
+    assert info["power"] < 0.5  # standing still: the servos hold, they do no work
+    assert 1.0 < np.abs(info["torque"]).mean() < 10.0  # but they carry 12.7 kg
+    _, _, _, _, info = e.step(np.full(12, 0.8))
+    assert info["power"] > 20.0
+    # The first substep after a new target sees the largest error: the substep mean exceeds the post-step law.
+    post_step = task.servo_torque(e.state, np.full(12, 0.8))
+    assert np.abs(info["torque"]).mean() > np.abs(post_step).mean()
 
 
 def test_reward_is_the_weighted_sum_of_the_terms():

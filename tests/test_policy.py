@@ -129,11 +129,29 @@ def test_bad_observations_raise(ckpt_dir, obs, bad, match):
     assert policy.last_actions is None  # nothing was planned
 
 
-def test_bad_constructor_arguments(ckpt_dir):
-    with pytest.raises(ValueError, match="execute_steps"):
-        DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=H + 1)
-    with pytest.raises(ValueError, match="ode_steps"):
-        DynaFlowPolicy.from_checkpoint(ckpt_dir, ode_steps=0)
+def test_bad_constructor_and_plan_arguments(ckpt_dir, obs):
+    for bad in (H + 1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="execute_steps"):
+            DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=bad)
+    for bad in (0, True, 1.0):
+        with pytest.raises(ValueError, match="ode_steps"):
+            DynaFlowPolicy.from_checkpoint(ckpt_dir, ode_steps=bad)
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    with pytest.raises(ValueError, match="gait"):
+        policy.plan(obs[:37], obs[37:40], 4)
+    with pytest.raises(ValueError, match="state"):
+        policy.plan(obs[:36], obs[37:40], 0)
+
+
+def test_actions_are_copies_and_planned_states_keep_the_quaternion_sign(ckpt_dir, obs):
+    policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
+    a = policy.act(obs)
+    a[:] = 9.0
+    assert np.all(np.abs(policy.last_actions) <= 1.0)  # the caller's edit did not reach the plan
+    x = obs[:37].astype(np.float64).copy()
+    x[3:7] *= -1.0  # the same orientation, w < 0
+    policy.plan(x, obs[37:40], 1)
+    np.testing.assert_allclose(policy.planned_states()[0], x, atol=1e-6)
 
 
 def test_missing_truncated_or_foreign_checkpoints(ckpt_dir, tmp_path):

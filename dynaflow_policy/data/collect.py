@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 
+from dynaflow_policy.configs import DiTConfig
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
 from envs.physics import (ACTION_DIM, BASE_ANGVEL, BASE_LINVEL, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
                           PhysicsConfig)
@@ -51,7 +52,7 @@ DEFAULT_EXPERT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os
 
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
-    """What to roll out. Defaults give 420 x 10 s = 206,640 windows of H + 1 = 17 states."""
+    """What to roll out. Defaults give 420 x 10 s = 203,700 windows of H + 1 = 17 states."""
 
     trajectories: int = 420
     """Trajectories kept (dropped falls are replaced by new seeds)."""
@@ -206,6 +207,8 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     from tqdm import tqdm
 
     expert_path = os.fspath(expert_path)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1 (or None for one per CPU), got {workers}")
     workers = workers or os.cpu_count() or 1
     _init_worker(expert_path, config)  # fails here, in the caller, on a bad checkpoint
     kept: dict[int, tuple] = {}
@@ -243,18 +246,12 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     gait = np.full(len(order), gait_index(config.gait), np.int32)
     stats = {"attempts": attempts, "falls": falls, "seconds": seconds}
     extra = {"expert": os.path.relpath(expert_path) if not os.path.isabs(expert_path) else expert_path,
-             "expert_step": _WORKER["expert"].meta.get("step"), "collect_config": _config_dict(config),
+             "expert_step": _WORKER["expert"].meta.get("step"), "collect_config": dataclasses.asdict(config),
              "trajectory_indices": order, **stats}
     return Dataset(states, commands, gait, DatasetMetadata.for_physics(SOURCE, extra=extra), actions), stats
 
 
-def _config_dict(config: CollectConfig) -> dict:
-    d = dataclasses.asdict(config)
-    d["command_ranges"] = dataclasses.asdict(config.command_ranges)
-    return d
-
-
-def measure_sae(ds: Dataset, windows: int = 256, horizon: int = 16, seed: int = 0) -> dict[str, float]:
+def measure_sae(ds: Dataset, windows: int = 256, horizon: int | None = None, seed: int = 0) -> dict[str, float]:
     """SAE of the dataset's (state, expert action) transitions on a random sample of windows.
 
     The scale is the normaliser fitted to heading-frame windows of the dataset
@@ -265,7 +262,7 @@ def measure_sae(ds: Dataset, windows: int = 256, horizon: int = 16, seed: int = 
     from dynaflow_policy.metrics import sae, sae_native
     from dynaflow_policy.normalizer import Normalizer
 
-    ws = WindowSet(ds, horizon)
+    ws = WindowSet(ds, DiTConfig().horizon if horizon is None else horizon)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ws), size=min(windows, len(ws)), replace=False)
     batch = ws.batch(np.sort(idx))
@@ -297,9 +294,10 @@ def main(args: Args) -> Dataset:
     extra = {**ds.metadata.extra, "sae": report}
     ds = dataclasses.replace(ds, metadata=dataclasses.replace(ds.metadata, extra=extra))
     save_dataset(args.out, ds)
-    windows = ds.n_trajectories * (ds.n_steps - 16)
+    horizon = DiTConfig().horizon
+    windows = ds.n_trajectories * max(ds.n_steps - horizon, 0)
     print(f"wrote {args.out}: N={ds.n_trajectories} trajectories x T={ds.n_steps} states = {windows:,d} windows "
-          f"of 17 states; {os.path.getsize(args.out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
+          f"of {horizon + 1} states; {os.path.getsize(args.out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
           f"{stats['falls']} fell and were dropped; rollouts took {stats['seconds']:.1f} s")
     if report:
         print(f"SAE on {report['windows']} windows: native {report['sae_native']:.3g}, MJX float32 "

@@ -37,10 +37,14 @@ domain randomisation ``physics`` (``friction``, ``mass_scale``, ``payload``).
 
 Episodes: ``done`` is a fall (:func:`envs.task.is_fallen`) or a non-finite
 state. Time limits and auto-reset are the Brax training wrappers' job
-(``brax.envs.training.wrap(env, episode_length=...)``). Because Brax's
-``AutoResetWrapper`` restores only ``pipeline_state`` and ``obs``, this env
-clears its own bookkeeping on ``done`` (new command and gait, zero air time,
-last action and step counter).
+(``brax.envs.training.wrap(env, episode_length=...)``). Brax's
+``AutoResetWrapper`` restores only ``pipeline_state`` and ``obs`` (those of
+the first reset) after any end, a fall or the time limit, and sets
+``info["steps"]`` to 0. So on a step that starts with ``info["steps"] == 0``
+this env starts a new episode itself: the command and gait become the ones
+the restored ``obs`` shows (the policy acts on them), and the last action,
+air time, contacts, resample counter and the domain-randomisation draw are
+renewed. Used without the wrappers it clears the same bookkeeping on ``done``.
 """
 
 from __future__ import annotations
@@ -58,11 +62,11 @@ from brax.envs.base import PipelineEnv, State
 from brax.io import mjcf
 
 from envs import physics
-from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS, STATE_DIM,
+from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS,
                           PhysicsConfig)
 from envs.dynamics import mjx_model, state_from_data, step_data
 from envs.randomization import DomainRandomization, randomized_model
-from envs.task import (COMMAND_DIM, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, POLICY_INPUT_DIM,
+from envs.task import (COMMAND_DIM, GAITS, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, POLICY_INPUT_DIM,
                        POLICY_INPUT_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, observation,
                        policy_input, reward_terms, total_reward, update_feet)
 
@@ -186,6 +190,8 @@ class Go1Env(PipelineEnv):
     def step(self, state: State, action: jax.Array) -> State:
         """One control step (20 ms) under ``action`` (12,); reward, done and bookkeeping from the new state."""
         info = state.info
+        if "steps" in info:  # under Brax's EpisodeWrapper: 0 on the first step of every episode
+            info = self._start_episode(info, state.obs, state.pipeline_state)
         model = (randomized_model(self._mjx_model, info["physics"], self.config)
                  if self.domain_randomization is not None else None)
         pipeline_state = self.pipeline_step(state.pipeline_state, action, model)
@@ -224,6 +230,28 @@ class Go1Env(PipelineEnv):
                              done=done.astype(reward.dtype), metrics=metrics, info=new_info)
 
     # ---- helpers --------------------------------------------------------------------------------------------
+
+    def _start_episode(self, info: dict, obs: jax.Array, pipeline_state) -> dict:
+        """``info`` for the first step of an episode where ``info["steps"] == 0``, else ``info`` unchanged.
+
+        The command and gait are read from the end of ``obs`` (command (3) ++ gait
+        one-hot (4) in both observation layouts), the obs the policy acts on.
+        """
+        new = info["steps"] == 0
+        rng, k_phys = jax.random.split(info["rng"])
+        fresh = {
+            "rng": rng,
+            "command": obs[-COMMAND_DIM - len(GAITS):-len(GAITS)],
+            "gait": jnp.argmax(obs[-len(GAITS):]).astype(info["gait"].dtype),
+            "last_act": jnp.zeros_like(info["last_act"]),
+            "feet_air_time": jnp.zeros_like(info["feet_air_time"]),
+            "last_contact": self._foot_heights(pipeline_state) < FOOT_CONTACT_HEIGHT,
+            "step": jnp.zeros_like(info["step"]),
+        }
+        if self.domain_randomization is not None:
+            fresh["physics"] = self.domain_randomization.sample(k_phys)
+        return {**info, **jax.tree.map(lambda f, old: jnp.where(new, f, old), fresh,
+                                       {k: info[k] for k in fresh})}
 
     def _observation(self, x: jax.Array, command: jax.Array, gait: jax.Array) -> jax.Array:
         """(44,) observation, or its (41,) policy inputs when ``policy_inputs``."""

@@ -190,26 +190,37 @@ def test_constructor_rejects_bad_arguments(kwargs):
         Go1Env(**kwargs)
 
 
+EPISODE = 30
+
+
 @pytest.fixture(scope="module")
 def randomized():
-    """A domain-randomised env with policy inputs; reset and a 25-step zero-action rollout jitted once."""
+    """A domain-randomised env with policy inputs under Brax's training wrappers (time limit EPISODE steps).
+
+    ``run(state, actions (T, B, 12))`` is jitted once: a scan returning the final state and, per step,
+    base height, friction draw, command, the action-rate term and the auto-reset obs.
+    """
+    from brax.envs.wrappers.training import wrap
+
     from envs.randomization import DomainRandomization
 
     env = Go1Env(randomize_init=False, domain_randomization=DomainRandomization(), policy_inputs=True)
-    reset = jax.jit(jax.vmap(env.reset))
+    wrapped = wrap(env, episode_length=EPISODE)
+    reset = jax.jit(wrapped.reset)
 
     @jax.jit
-    def stand(state):
-        def body(s, _):
-            s = jax.vmap(env.step)(s, jnp.zeros((B, ACTION_DIM)))
-            return s, s.pipeline_state.qpos[:, 2]
-        return jax.lax.scan(body, state, None, length=25)
+    def run(state, actions):
+        def body(s, u):
+            s = wrapped.step(s, u)
+            return s, (s.pipeline_state.qpos[:, 2], s.info["physics"]["friction"], s.info["command"],
+                       s.metrics["reward/action_rate"], s.obs)
+        return jax.lax.scan(body, state, actions)
 
-    return env, reset, stand
+    return env, reset, run
 
 
 def test_domain_randomization_draws_per_env_and_changes_the_physics(randomized, sim):
-    env, reset, stand = randomized
+    env, reset, run = randomized
     state0 = reset(jax.random.split(jax.random.PRNGKey(3), B))
     draws = state0.info["physics"]
     for name, (lo, hi) in (("friction", (0.4, 1.0)), ("mass_scale", (0.9, 1.1)), ("payload", (-0.5, 1.5))):
@@ -217,12 +228,33 @@ def test_domain_randomization_draws_per_env_and_changes_the_physics(randomized, 
     assert state0.obs.shape == (B, envs.task.POLICY_INPUT_DIM) == (B, env.observation_size)
 
     # Nominal parameters reproduce the nominal env; a heavy payload makes the robot stand lower.
+    # (steps = 1 marks an episode in progress, so the first step keeps the draws set here.)
     nominal = {"friction": jnp.full(B, 0.6), "mass_scale": jnp.ones(B), "payload": jnp.zeros(B)}
     heavy = {**nominal, "payload": jnp.full(B, 6.0)}
-    _, z_nominal = stand(state0.replace(info={**state0.info, "physics": nominal}))
-    _, z_heavy = stand(state0.replace(info={**state0.info, "physics": heavy}))
+    zeros = jnp.zeros((25, B, ACTION_DIM))
+    in_progress = {**state0.info, "steps": jnp.ones(B, jnp.int32)}
+    _, (z_nominal, *_) = run(state0.replace(info={**in_progress, "physics": nominal}), zeros)
+    _, (z_heavy, *_) = run(state0.replace(info={**in_progress, "physics": heavy}), zeros)
     _, _, step, s = sim  # the nominal env, same home start (randomize_init=False)
     for _ in range(25):
         s = step(s, jnp.zeros((B, ACTION_DIM)))
     np.testing.assert_allclose(z_nominal[-1], s.pipeline_state.qpos[:, 2], atol=1e-6)
     assert np.all(z_heavy[-1] < z_nominal[-1] - 0.005)
+
+
+def test_time_limit_reset_starts_a_fresh_episode(randomized):
+    """After the time limit: a new physics draw, no stale last action, the command the restored obs shows."""
+    _, reset, run = randomized
+    state0 = reset(jax.random.split(jax.random.PRNGKey(4), B))
+    actions = jnp.asarray(np.random.default_rng(0).uniform(-0.3, 0.3, (EPISODE + 5, B, ACTION_DIM)), jnp.float32)
+    _, (_, friction, command, action_rate, obs) = run(state0, actions)
+    friction, command = np.asarray(friction), np.asarray(command)
+    np.testing.assert_array_equal(friction[1:EPISODE], np.broadcast_to(friction[0], (EPISODE - 1, B)))
+    assert np.all(friction[EPISODE] != friction[EPISODE - 1])  # redrawn for the second episode
+    # First step of each episode: the action-rate term compares with a zero last action.
+    for k in (0, EPISODE):
+        np.testing.assert_allclose(action_rate[k], np.sum(np.asarray(actions[k]) ** 2, axis=-1), rtol=1e-5)
+    # The second episode follows the command of the auto-reset obs (the first reset's), which the policy saw.
+    restored_obs = np.asarray(obs[EPISODE - 1])  # obs after the time-limit step: the first reset's obs
+    np.testing.assert_allclose(command[EPISODE], restored_obs[:, -7:-4], rtol=1e-6)
+    np.testing.assert_allclose(restored_obs, np.asarray(state0.obs), rtol=1e-6)

@@ -21,6 +21,7 @@ The network runs with the EMA weights.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Sequence
@@ -59,64 +60,35 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-class DynaFlowPolicy:
-    """Closed-loop DynaFlow controller: ``act(obs (44,)) -> action (12,)``.
+class RecedingHorizonPolicy:
+    """What every planning controller shares: argument checks, command / gait overrides, reading observations.
+
+    Subclasses plan H steps from the current state and act on the first ``execute_steps``.
 
     Args:
-      params: DiT variables (``{"params": ...}``), normally a checkpoint's EMA weights.
-      dit: the network config.
-      flow: the flow config (``ode_steps``, ``t_clamp``, ``noise_scale``).
-      normalizer: the state normaliser the network was trained with.
-      execute_steps: actions executed from each plan before replanning, 1..H.
+      horizon: H, the plan length.
+      flow: the flow config; ``self.flow`` is a copy with ``ode_steps`` applied.
+      execute_steps: actions taken from each plan before replanning, 1..H.
       ode_steps: Euler steps per plan (default: ``flow.ode_steps``).
-      seed: seed of the sampling noise; :meth:`reset` restarts the sequence.
+      seed: seed of the sampling noise.
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
-      physics: physics of the inference rollouts (must be the training physics).
-
-    Attributes:
-      command, gait: settable overrides (None: read from each observation).
-      last_actions: (H, 12) actions of the last plan (None before the first); :meth:`planned_states`
-        gives the states they lead to.
     """
 
-    def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *,
-                 execute_steps: int = DEFAULT_EXECUTE_STEPS, ode_steps: int | None = None, seed: int = 0,
-                 command: Sequence[float] | None = None, gait: str | None = None, physics: PhysicsConfig = PHYSICS):
-        if not _is_int(execute_steps) or not 1 <= execute_steps <= dit.horizon:
-            raise ValueError(f"execute_steps must be an int in [1, {dit.horizon}] (the plan horizon), "
+    def __init__(self, horizon: int, flow: FlowConfig, *, execute_steps: int, ode_steps: int | None, seed: int,
+                 command: Sequence[float] | None, gait: str | None):
+        if not _is_int(execute_steps) or not 1 <= execute_steps <= horizon:
+            raise ValueError(f"execute_steps must be an int in [1, {horizon}] (the plan horizon), "
                              f"got {execute_steps!r}")
         ode_steps = flow.ode_steps if ode_steps is None else ode_steps
         if not _is_int(ode_steps) or ode_steps < 1:
             raise ValueError(f"ode_steps must be a positive int, got {ode_steps!r}")
-        self.params = jax.tree.map(jnp.asarray, params)
-        self.dit = dit
-        self.flow = flow
-        self.normalizer = normalizer
+        self.flow = dataclasses.replace(flow, ode_steps=int(ode_steps))
         self.execute_steps = int(execute_steps)
-        self.ode_steps = ode_steps
+        self.ode_steps = int(ode_steps)
         self.seed = int(seed)
-        self.physics = physics
-        self._sim = NativeGo1(physics)
         self.command = command
         self.gait = gait
-        self.reset()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> DynaFlowPolicy:
-        """Loads a checkpoint of ``python -m dynaflow_policy.train`` (its EMA weights).
-
-        Args:
-          path: a step directory, a ``checkpoints`` directory or a work directory.
-          **kwargs: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...).
-
-        Raises:
-          CheckpointError: missing, truncated or corrupt checkpoint, or one made for another physics config.
-        """
-        ckpt = load_checkpoint(path)
-        return cls(ckpt.state.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------------------------
 
     @property
     def command(self) -> np.ndarray | None:
@@ -142,6 +114,95 @@ class DynaFlowPolicy:
             gait_index(value)  # ValueError names the choices
         self._gait = value
 
+    def read_observation(self, obs) -> tuple[np.ndarray, np.ndarray, int]:
+        """(state (37,) float64, command (3,), gait index) of an observation, with the overrides applied.
+
+        Raises:
+          ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
+        """
+        o = check_observation(obs)
+        command = o[STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else self._command
+        gait = int(np.argmax(o[STATE_DIM + COMMAND_DIM:])) if self._gait is None else gait_index(self._gait)
+        return o[:STATE_DIM].astype(np.float64), command, gait
+
+    @staticmethod
+    def check_plan_arguments(x: np.ndarray, gait: int) -> np.ndarray:
+        """``x`` as a float64 (37,) state; ValueError on a bad state or gait index."""
+        x = np.asarray(x, np.float64)
+        if x.shape != (STATE_DIM,) or not np.all(np.isfinite(x)):
+            raise ValueError(f"x must be a finite ({STATE_DIM},) state, got shape {x.shape}")
+        if not _is_int(gait) or not 0 <= gait < len(GAITS):
+            raise ValueError(f"gait must be an index into {GAITS}, got {gait!r}")
+        return x
+
+
+def check_observation(obs) -> np.ndarray:
+    """A (44,) Gymnasium observation as float32; ValueError naming the problem otherwise."""
+    o = np.asarray(obs)
+    if o.shape != (OBS_DIM,):
+        raise ValueError(f"obs must have shape ({OBS_DIM},) (state 37 ++ command 3 ++ gait one-hot "
+                         f"{len(GAITS)}), got shape {o.shape}")
+    if not np.issubdtype(o.dtype, np.floating) and not np.issubdtype(o.dtype, np.integer):
+        raise ValueError(f"obs must be numeric, got dtype {o.dtype}")
+    o = o.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(o))
+    if bad.size:
+        raise ValueError(f"obs must be finite; entries {bad.tolist()} are NaN or inf")
+    onehot = o[STATE_DIM + COMMAND_DIM:]
+    if not (np.all((onehot == 0) | (onehot == 1)) and onehot.sum() == 1):
+        raise ValueError(f"obs[{STATE_DIM + COMMAND_DIM}:] must be a gait one-hot over {GAITS}, got {onehot}")
+    return o
+
+
+class DynaFlowPolicy(RecedingHorizonPolicy):
+    """Closed-loop DynaFlow controller: ``act(obs (44,)) -> action (12,)``.
+
+    Args:
+      params: DiT variables (``{"params": ...}``), normally a checkpoint's EMA weights.
+      dit: the network config.
+      flow: the flow config (``ode_steps``, ``t_clamp``, ``noise_scale``).
+      normalizer: the state normaliser the network was trained with.
+      execute_steps: actions executed from each plan before replanning, 1..H.
+      ode_steps: Euler steps per plan (default: ``flow.ode_steps``).
+      seed: seed of the sampling noise; :meth:`reset` restarts the sequence.
+      command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
+      gait: fixed gait name to follow instead of the observation's gait.
+      physics: physics of the inference rollouts (must be the training physics).
+
+    Attributes:
+      command, gait: settable overrides (None: read from each observation).
+      last_actions: (H, 12) actions of the last plan (None before the first); :meth:`planned_states`
+        gives the states they lead to.
+    """
+
+    def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *,
+                 execute_steps: int = DEFAULT_EXECUTE_STEPS, ode_steps: int | None = None, seed: int = 0,
+                 command: Sequence[float] | None = None, gait: str | None = None, physics: PhysicsConfig = PHYSICS):
+        super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
+                         command=command, gait=gait)
+        self.params = jax.tree.map(jnp.asarray, params)
+        self.dit = dit
+        self.normalizer = normalizer
+        self.physics = physics
+        self._sim = NativeGo1(physics)
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> DynaFlowPolicy:
+        """Loads a checkpoint of ``python -m dynaflow_policy.train`` (its EMA weights).
+
+        Args:
+          path: a step directory, a ``checkpoints`` directory or a work directory.
+          **kwargs: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...).
+
+        Raises:
+          CheckpointError: missing, truncated or corrupt checkpoint, or one made for another physics config.
+        """
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.state.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------------------------
+
     def reset(self, seed: int | None = None) -> None:
         """Forgets the current plan and restarts the noise sequence (from ``seed`` if given)."""
         if seed is not None:
@@ -163,11 +224,8 @@ class DynaFlowPolicy:
         Raises:
           ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
         """
-        obs = self._check_obs(obs)
+        x, command, gait = self.read_observation(obs)
         if not self._queue:
-            x = obs[:STATE_DIM].astype(np.float64)
-            command = obs[STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else self._command
-            gait = int(np.argmax(obs[STATE_DIM + COMMAND_DIM:])) if self._gait is None else gait_index(self._gait)
             U = self.plan(x, command, gait)
             self._queue = list(U[:self.execute_steps])
         return self._queue.pop(0).copy()
@@ -183,11 +241,7 @@ class DynaFlowPolicy:
         Returns:
           (H, 12) float32 actions, also kept in ``last_actions``.
         """
-        x = np.asarray(x, np.float64)
-        if x.shape != (STATE_DIM,) or not np.all(np.isfinite(x)):
-            raise ValueError(f"x must be a finite ({STATE_DIM},) state, got shape {x.shape}")
-        if not _is_int(gait) or not 0 <= gait < len(GAITS):
-            raise ValueError(f"gait must be an index into {GAITS}, got {gait!r}")
+        x = self.check_plan_arguments(x, gait)
         x0_h = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,) the model's frame
         cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
         self._rng, key = jax.random.split(self._rng)
@@ -218,22 +272,3 @@ class DynaFlowPolicy:
         if x_world[BASE_QUAT.start] < 0:  # same rotations, with the sign of the given state
             X[:, BASE_QUAT] *= -1.0
         return X
-
-    # ---------------------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_obs(obs) -> np.ndarray:
-        o = np.asarray(obs)
-        if o.shape != (OBS_DIM,):
-            raise ValueError(f"obs must have shape ({OBS_DIM},) (state 37 ++ command 3 ++ gait one-hot "
-                             f"{len(GAITS)}), got shape {o.shape}")
-        if not np.issubdtype(o.dtype, np.floating) and not np.issubdtype(o.dtype, np.integer):
-            raise ValueError(f"obs must be numeric, got dtype {o.dtype}")
-        o = o.astype(np.float32)
-        bad = np.flatnonzero(~np.isfinite(o))
-        if bad.size:
-            raise ValueError(f"obs must be finite; entries {bad.tolist()} are NaN or inf")
-        onehot = o[STATE_DIM + COMMAND_DIM:]
-        if not (np.all((onehot == 0) | (onehot == 1)) and onehot.sum() == 1):
-            raise ValueError(f"obs[{STATE_DIM + COMMAND_DIM}:] must be a gait one-hot over {GAITS}, got {onehot}")
-        return o

@@ -23,7 +23,7 @@ from envs import task
 from envs.native import MAX_QVEL, NativeGo1
 from envs.physics import ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, NQ, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.dynamics import step as rollout_step
-from envs.task import COMMAND_DIM, GAITS, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
+from envs.task import COMMAND_DIM, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
 
 
 

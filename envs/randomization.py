@@ -2,7 +2,9 @@
 
 The floor has contact priority in ``go1.xml``, so its sliding friction is the
 friction of every foot contact; randomising it randomises the ground. Masses:
-every body mass is scaled by one factor, and a payload is added to the trunk.
+every body mass and rotational inertia is scaled by one factor (the same
+shapes, denser), and a payload is added to the trunk as a point mass at its
+centre of mass (mass only).
 The derived constants MuJoCo computes at compile time (``body_invweight0``,
 used only to scale constraint regularisation) are left as compiled, as in
 Brax's and MuJoCo Playground's randomisers.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 from mujoco import mjx
 
 from envs import physics
@@ -66,5 +67,6 @@ def randomized_model(model: mjx.Model, params: dict[str, jax.Array], config: Phy
     friction = model.geom_friction.at[floor, 0].set(params["friction"])
     mass = model.body_mass * params["mass_scale"]
     mass = mass.at[trunk].add(params["payload"])
-    return model.replace(geom_friction=friction, body_mass=mass)
+    inertia = model.body_inertia * params["mass_scale"]
+    return model.replace(geom_friction=friction, body_mass=mass, body_inertia=inertia)
 

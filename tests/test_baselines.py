@@ -1,7 +1,6 @@
 """State-space baseline: random play, inverse dynamics, state flow, the policy, the CLI and its checkpoints."""
 
 import contextlib
-import dataclasses
 import functools
 import io
 import json

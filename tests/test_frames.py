@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-import pytest
 
 from dynaflow_policy.frames import _turn, from_heading_frame, heading_turn, to_heading_frame, yaw_of
 from envs.native import NativeGo1

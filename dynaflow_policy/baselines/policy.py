@@ -21,7 +21,6 @@ the same one.)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from typing import Any, Sequence
@@ -37,10 +36,8 @@ from dynaflow_policy.configs import DiTConfig, FlowConfig
 from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.policy import DEFAULT_EXECUTE_STEPS, DynaFlowPolicy
+from dynaflow_policy.policy import DEFAULT_EXECUTE_STEPS, RecedingHorizonPolicy
 from dynaflow_policy.train import conditioning
-from envs.physics import STATE_DIM
-from envs.task import COMMAND_DIM, gait_index
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,7 +47,7 @@ def _sampler(dit: DiTConfig, flow: FlowConfig):
                                      horizon=dit.horizon))
 
 
-class StateFlowIDPolicy:
+class StateFlowIDPolicy(RecedingHorizonPolicy):
     """Closed-loop state-flow + inverse-dynamics controller: ``act(obs (44,)) -> action (12,)``.
 
     Args:
@@ -70,29 +67,16 @@ class StateFlowIDPolicy:
       last_states: (H+1, 37) world-frame states of the last plan (None before the first).
     """
 
-    command = DynaFlowPolicy.command
-    gait = DynaFlowPolicy.gait
-    _check_obs = staticmethod(DynaFlowPolicy._check_obs)
-
     def __init__(self, params: Any, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer,
                  inverse_dynamics: InverseDynamics, *, execute_steps: int = DEFAULT_EXECUTE_STEPS,
                  ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
                  gait: str | None = None):
-        if not 1 <= execute_steps <= dit.horizon:
-            raise ValueError(f"execute_steps must be in [1, {dit.horizon}] (the plan horizon), got {execute_steps}")
-        ode_steps = flow.ode_steps if ode_steps is None else ode_steps
-        if not isinstance(ode_steps, int) or ode_steps < 1:
-            raise ValueError(f"ode_steps must be a positive int, got {ode_steps!r}")
+        super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
+                         command=command, gait=gait)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
-        self.flow = dataclasses.replace(flow, ode_steps=ode_steps)
         self.normalizer = normalizer
         self.inverse_dynamics = inverse_dynamics
-        self.execute_steps = int(execute_steps)
-        self.ode_steps = ode_steps
-        self.seed = int(seed)
-        self.command = command
-        self.gait = gait
         self.reset()
 
     @classmethod
@@ -130,11 +114,8 @@ class StateFlowIDPolicy:
         Raises:
           ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
         """
-        obs = self._check_obs(obs)
-        x = obs[:STATE_DIM].astype(np.float64)
+        x, command, gait = self.read_observation(obs)
         if self.last_states is None or self._next == self.execute_steps:
-            command = obs[STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else self._command
-            gait = int(np.argmax(obs[STATE_DIM + COMMAND_DIM:])) if self._gait is None else gait_index(self._gait)
             self.plan(x, command, gait)
         self._next += 1
         return predict(self.inverse_dynamics, x, self.last_states[self._next])
@@ -150,7 +131,7 @@ class StateFlowIDPolicy:
         Returns:
           (H+1, 37) float64 world-frame planned states (row 0 = ``x``), also kept in ``last_states``.
         """
-        x = np.asarray(x, np.float64)
+        x = self.check_plan_arguments(x, gait)
         x0 = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,)
         cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
         self._rng, key = jax.random.split(self._rng)

@@ -209,7 +209,7 @@ def collect_and_fit_inverse_dynamics(pool: WindowPool, config: BaselineConfig,
     rng = np.random.default_rng((seed, _PLAY_STREAM))
     starts = pool.batch(rng.integers(len(pool), size=play.segments))["states"][:, 0]  # (N, 37)
     t0 = time.perf_counter()
-    data = random_play(starts, play.steps, play.action_std, play.smoothing, seed, PHYSICS)
+    data = random_play(starts, play.steps, play.action_std, play.smoothing, int(rng.integers(2**31)), PHYSICS)
     play_seconds = time.perf_counter() - t0
     ok = np.flatnonzero(data["ok"])
     if ok.size < 2:

@@ -90,14 +90,16 @@ def load_controller(cfg: VideoConfig):
 def _caption(frame, lines: list[str]):
     """Draws ``lines`` of text on a dark band at the top of ``frame`` (H, W, 3) uint8."""
     import numpy as np
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(frame)
     draw = ImageDraw.Draw(image)
-    band = 6 + 14 * len(lines)
+    size = max(10, image.height // 32)  # 15 px at 480 px
+    font = ImageFont.load_default(size=size)
+    band = 6 + (size + 3) * len(lines)
     draw.rectangle([0, 0, image.width, band], fill=(20, 20, 20))
     for i, line in enumerate(lines):
-        draw.text((6, 4 + 14 * i), line, fill=(240, 240, 240))
+        draw.text((6, 4 + (size + 3) * i), line, fill=(240, 240, 240), font=font)
     return np.asarray(image)
 
 

@@ -63,7 +63,7 @@ DATA_AXIS = "data"
 NORMALIZER_WINDOWS = 20_000
 """The normaliser is fitted on at most this many training windows (a seeded random subset)."""
 
-_DATA_STREAM, _EVAL_STREAM = 1, 2  # tags that separate the seeded numpy streams of one seed
+_DATA_STREAM, _EVAL_STREAM, _NORMALIZER_STREAM = 1, 2, 3  # tags that separate the seeded streams of one seed
 
 NO_DATASET = ("no dataset given: pass --dataset PATH.npz (one or more files in the schema of "
               "dynaflow_policy.data.schema). A kinematic gait dataset is made by\n"
@@ -479,7 +479,7 @@ def fit_normalizer(pool: WindowPool, config: TrainConfig) -> Normalizer:
     """
     n = len(pool)
     idx = np.arange(n) if n <= NORMALIZER_WINDOWS else np.sort(
-        np.random.default_rng((config.seed, _DATA_STREAM, -1)).choice(n, NORMALIZER_WINDOWS, replace=False))
+        np.random.default_rng((config.seed, _NORMALIZER_STREAM)).choice(n, NORMALIZER_WINDOWS, replace=False))
     states = pool.batch(idx)["states"]  # (N, H+1, 37)
     return Normalizer.fit(to_heading_frame(states) if config.flow.heading_frame else states)
 

@@ -120,6 +120,18 @@ def test_no_dataset_is_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "no dataset given: pass --dataset" in proc.stderr
 
 
+def test_normalizer_of_a_large_pool_uses_a_seeded_subset(dataset_path, monkeypatch):
+    from dynaflow_policy import train
+
+    pool, _ = load_windows(_config(dataset_path))
+    full = train.fit_normalizer(pool, _config(dataset_path))
+    monkeypatch.setattr(train, "NORMALIZER_WINDOWS", 6)  # fewer than the 16 windows: a subset is drawn
+    a = train.fit_normalizer(pool, _config(dataset_path))
+    b = train.fit_normalizer(pool, _config(dataset_path))
+    np.testing.assert_array_equal(a.std, b.std)
+    assert not np.array_equal(a.std, full.std)
+
+
 def test_data_order_is_a_function_of_seed_and_step(dataset_path):
     train, held = load_windows(_config(dataset_path))
     assert (len(train), len(held)) == (16, 16)  # 2 + 2 trajectories x (12 - 4) windows

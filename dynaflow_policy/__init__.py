@@ -6,7 +6,17 @@ from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.metrics import action_recovery_rmse, sae, sae_native, tre
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.policy import DynaFlowPolicy
+
+
+
+def __getattr__(name):
+    # Imported on first use: policy imports train, and an eager import here would load
+    # dynaflow_policy.train before ``python -m dynaflow_policy.train`` runs it as __main__.
+    if name == "DynaFlowPolicy":
+        from dynaflow_policy.policy import DynaFlowPolicy
+        return DynaFlowPolicy
+    raise AttributeError(f"module 'dynaflow_policy' has no attribute {name!r}")
+
 
 __all__ = ["DiTConfig", "FlowConfig", "matching_loss", "sample", "from_heading_frame", "to_heading_frame",
            "action_recovery_rmse", "sae", "sae_native", "tre", "DiT1d", "Normalizer",

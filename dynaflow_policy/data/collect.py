@@ -245,10 +245,17 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     actions = np.stack([kept[i][2] for i in order])
     gait = np.full(len(order), gait_index(config.gait), np.int32)
     stats = {"attempts": attempts, "falls": falls, "seconds": seconds}
-    extra = {"expert": os.path.relpath(expert_path) if not os.path.isabs(expert_path) else expert_path,
+    extra = {"expert": _portable_path(expert_path),
              "expert_step": _WORKER["expert"].meta.get("step"), "collect_config": dataclasses.asdict(config),
              "trajectory_indices": order, **stats}
     return Dataset(states, commands, gait, DatasetMetadata.for_physics(SOURCE, extra=extra), actions), stats
+
+
+def _portable_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (metadata that means the same on every clone)."""
+    repo = os.path.dirname(os.path.dirname(DEFAULT_EXPERT))
+    absolute = os.path.abspath(path)
+    return os.path.relpath(absolute, repo) if absolute.startswith(repo + os.sep) else absolute
 
 
 def measure_sae(ds: Dataset, windows: int = 256, horizon: int | None = None, seed: int = 0) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
     python eval/closed_loop_eval.py                                      # the shipped PPO expert
     python eval/closed_loop_eval.py --controller dynaflow --checkpoint checkpoints/dynaflow_go1_expert
+    python eval/closed_loop_eval.py --controller state_flow --checkpoint runs/state_flow/checkpoints
 
 20 episodes of 10 s per command (vx 0.3, 0.6, 1.0 m/s and a 0.8 rad/s turn in
 place), seeds 0..19, metrics of :mod:`dynaflow_policy.closed_loop`. Prints the
@@ -24,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    controller: Literal["ppo", "dynaflow"] = "ppo"
+    controller: Literal["ppo", "dynaflow", "state_flow"] = "ppo"
     """Which kind of checkpoint --checkpoint is."""
     checkpoint: str = os.path.join(REPO, "checkpoints", "ppo_go1_trot")
     """Checkpoint directory."""
@@ -35,9 +36,9 @@ class Args:
     seed: int = 0
     """First reset seed."""
     ode_steps: int | None = None
-    """DynaFlow only: ODE steps per plan (default: the checkpoint's)."""
+    """DynaFlow and state flow: ODE steps per plan (default: the checkpoint's)."""
     execute_steps: int | None = None
-    """DynaFlow only: actions executed per plan (default: DynaFlowPolicy's)."""
+    """DynaFlow and state flow: actions executed per plan (default: DynaFlowPolicy's)."""
     out: str = "results/closed_loop"
     """Directory for ``<name>.md`` and ``<name>.json``."""
 
@@ -47,9 +48,13 @@ def load_controller(args: Args):
         from dynaflow_policy.experts import load_expert
 
         return load_expert(args.checkpoint)
+    kwargs = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps)) if v is not None}
+    if args.controller == "state_flow":
+        from dynaflow_policy.baselines.policy import StateFlowIDPolicy
+
+        return StateFlowIDPolicy.from_checkpoint(args.checkpoint, **kwargs)
     from dynaflow_policy import DynaFlowPolicy
 
-    kwargs = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps)) if v is not None}
     return DynaFlowPolicy.from_checkpoint(args.checkpoint, **kwargs)
 
 

@@ -368,7 +368,7 @@ def report(args: Args, missing, offline, closed, latency, open_loop, kinematic, 
     for name, results in closed.items():
         lines.append(f"## Closed loop: {name} ({args.episodes} episodes x {args.seconds:g} s per command; act() "
                      f"{1e3 * latency[name]['mean']:.2f} ms per control step on average, p99 "
-                     f"{1e3 * latency[name]['p99']:.2f} ms: a replanning step)\n")
+                     f"{1e3 * latency[name]['p99']:.2f} ms, for a planner the cost of a replanning step)\n")
         lines.append(markdown_table(results) + "\n")
     if open_loop:
         lines.append(f"## Open loop, {args.open_loop_seconds:g} s of chained plans, no feedback "

@@ -39,6 +39,7 @@ import tempfile
 from typing import Any
 
 import flax.serialization
+import jax
 import numpy as np
 
 from envs.physics import PHYSICS, PhysicsConfig
@@ -103,6 +104,38 @@ def _to_numpy(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def _encode(arrays: dict[str, Any], meta: dict[str, Any], step: int, physics: PhysicsConfig) -> tuple[bytes, bytes]:
+    """(state.msgpack bytes, config.json bytes) with the format, step, physics hash and checksum added."""
+    data = flax.serialization.msgpack_serialize(_to_numpy(arrays))
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
+            "physics_hash": physics.hash(), "state_file": STATE_FILE,
+            "state_sha256": hashlib.sha256(data).hexdigest(), "state_bytes": len(data)}
+    return data, json.dumps(meta, indent=1, sort_keys=True).encode()
+
+
+def _write_directory(final: str, parent: str, tmp_name: str, data: bytes, text: bytes) -> None:
+    """Writes both files to a fresh temporary directory in ``parent`` and renames it to ``final`` (replacing it)."""
+    for name in os.listdir(parent):  # leftovers of saves that were killed
+        if name.startswith(_TMP_PREFIX):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{tmp_name}-", dir=parent)
+    try:
+        _write_file(os.path.join(tmp, STATE_FILE), data)
+        _write_file(os.path.join(tmp, META_FILE), text)
+        _fsync_dir(tmp)
+        old = None
+        if os.path.exists(final):  # replacing: move the old copy aside, then swap
+            old = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{tmp_name}-", dir=parent)
+            os.replace(final, os.path.join(old, "ckpt"))
+        os.rename(tmp, final)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save(directory: str | os.PathLike, step: int, arrays: dict[str, Any], meta: dict[str, Any], keep: int = 3,
          physics: PhysicsConfig = PHYSICS) -> str:
     """Writes checkpoint ``<directory>/<step>/`` atomically and prunes old ones.
@@ -125,35 +158,34 @@ def save(directory: str | os.PathLike, step: int, arrays: dict[str, Any], meta: 
         raise ValueError(f"need step >= 0 and keep >= 1, got step={step}, keep={keep}")
     directory = os.path.abspath(os.fspath(directory))
     os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):  # leftovers of saves that were killed
-        if name.startswith(_TMP_PREFIX):
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-
-    data = flax.serialization.msgpack_serialize(_to_numpy(arrays))
-    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
-            "physics_hash": physics.hash(), "state_file": STATE_FILE,
-            "state_sha256": hashlib.sha256(data).hexdigest(), "state_bytes": len(data)}
-    text = json.dumps(meta, indent=1, sort_keys=True).encode()
-
+    data, text = _encode(arrays, meta, step, physics)
     final = os.path.join(directory, str(int(step)))
-    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{int(step)}-", dir=directory)
-    try:
-        _write_file(os.path.join(tmp, STATE_FILE), data)
-        _write_file(os.path.join(tmp, META_FILE), text)
-        _fsync_dir(tmp)
-        old = None
-        if os.path.exists(final):  # re-saving a step: move the old copy aside, then swap
-            old = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{int(step)}-", dir=directory)
-            os.replace(final, os.path.join(old, "ckpt"))
-        os.rename(tmp, final)
-        _fsync_dir(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _write_directory(final, directory, str(int(step)), data, text)
     for _, path in step_dirs(directory)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def save_single(path: str | os.PathLike, step: int, arrays: dict[str, Any], meta: dict[str, Any],
+                physics: PhysicsConfig = PHYSICS) -> str:
+    """Writes one checkpoint directly into ``path`` (no step directories), atomically.
+
+    This is the layout of shipped checkpoints (``checkpoints/<name>/config.json``);
+    :func:`restore` reads it like a step directory. An existing checkpoint at
+    ``path`` is replaced as a whole; other files in ``path`` are not kept.
+
+    Returns:
+      ``path`` as an absolute path.
+    """
+    if step < 0:
+        raise ValueError(f"need step >= 0, got step={step}")
+    final = os.path.abspath(os.fspath(path))
+    if os.path.exists(final) and not os.path.isfile(os.path.join(final, META_FILE)) and os.listdir(final):
+        raise FileExistsError(f"{final} exists and is not a checkpoint; refusing to replace it")
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    data, text = _encode(arrays, meta, step, physics)
+    _write_directory(final, parent, os.path.basename(final), data, text)
     return final
 
 
@@ -228,3 +260,48 @@ def restore(path: str | os.PathLike, physics: PhysicsConfig = PHYSICS,
         raise CheckpointError(f"{file}: checksum matches but msgpack decoding failed ({type(e).__name__}: {e})") \
             from e
     return arrays, meta
+
+
+def restore_tree(target: Any, arrays: Any, path: str, what: str) -> Any:
+    """``arrays`` (nested dicts) in the structure of ``target`` (shape-only), every shape and dtype checked.
+
+    Raises:
+      CheckpointError: missing or extra entries, or a shape or dtype that differs from ``target``'s.
+    """
+    try:
+        tree = flax.serialization.from_state_dict(target, arrays)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the stored {what} arrays do not match the stored config: {e}") from e
+    for (key, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(tree)):
+        if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
+            raise CheckpointError(f"{path}: {what} array {jax.tree_util.keystr(key)} has shape {np.shape(got)} "
+                                  f"{np.asarray(got).dtype}, the config needs {want.shape} {want.dtype}")
+    return tree
+
+
+def resolve(path: str | os.PathLike) -> str:
+    """The checkpoint ``path`` names: itself, its newest step, or the newest step under ``path/checkpoints``.
+
+    Returns ``path`` unchanged when none of these exists (:func:`restore` then says so).
+    """
+    path = os.fspath(path)
+    for candidate in (path, os.path.join(path, "checkpoints")):
+        if os.path.isfile(os.path.join(candidate, META_FILE)):
+            return candidate
+        latest = latest_checkpoint(candidate)
+        if latest is not None:
+            return latest
+    return path
+
+
+def checkpoint_to_resume(workdir: str | os.PathLike, resume: bool) -> str | None:
+    """The newest checkpoint under ``<workdir>/checkpoints`` to continue from, or None for a fresh run.
+
+    Raises:
+      FileExistsError: there is one and ``resume`` is False (a fresh run must not mix with an old one).
+    """
+    existing = latest_checkpoint(os.path.join(os.fspath(workdir), "checkpoints"))
+    if existing is not None and not resume:
+        raise FileExistsError(f"{os.fspath(workdir)} already holds checkpoints (newest {existing}); pass "
+                              "resume=True (--resume) to continue that run, or use another work directory")
+    return existing

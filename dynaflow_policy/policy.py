@@ -199,7 +199,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
           CheckpointError: missing, truncated or corrupt checkpoint, or one made for another physics config.
         """
         ckpt = load_checkpoint(path)
-        return cls(ckpt.state.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer, **kwargs)
+        return cls(ckpt.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------------
 

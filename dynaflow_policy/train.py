@@ -496,23 +496,36 @@ def eval_batch(pool: WindowPool, size: int, seed: int) -> dict[str, np.ndarray] 
 # Checkpoints
 
 
+EMA_ONLY = "ema_params"
+"""``config.json`` ``contents`` of an exported checkpoint: the EMA weights only (:func:`export_policy`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
     """A loaded checkpoint.
 
     Attributes:
-      state: the training state, numpy leaves (``state.ema_params`` is what a policy runs).
+      ema_params: the EMA weights, numpy leaves: what a policy runs.
+      state: the whole training state (numpy leaves), or None for an exported
+        checkpoint (:func:`export_policy`), which cannot be resumed.
       normalizer: the normaliser the model was trained with.
       config: the run's config; ``config.dit_config`` and ``config.flow`` rebuild the model and sampler.
       step: training step.
-      path: the step directory it was read from.
+      path: the directory it was read from.
     """
 
-    state: TrainState
+    ema_params: Any
+    state: TrainState | None
     normalizer: Normalizer
     config: TrainConfig
     step: int
     path: str
+
+
+def _checkpoint_meta(config: TrainConfig, normalizer: Normalizer) -> dict[str, Any]:
+    return {"train_config": config.to_dict(), "dit_config": dataclasses.asdict(config.dit_config),
+            "flow_config": dataclasses.asdict(config.flow), "normalizer": normalizer.to_dict(),
+            "physics": PHYSICS.to_dict(), "jax_version": jax.__version__}
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState, normalizer: Normalizer,
@@ -523,34 +536,44 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, normalizer:
     normaliser, the physics config and hash; ``state.msgpack`` the TrainState.
     """
     host = to_host(state)
-    meta = {"train_config": config.to_dict(), "dit_config": dataclasses.asdict(config.dit_config),
-            "flow_config": dataclasses.asdict(config.flow), "normalizer": normalizer.to_dict(),
-            "physics": PHYSICS.to_dict(), "jax_version": jax.__version__}
-    return checkpoint.save(directory, int(host.step), flax.serialization.to_state_dict(host), meta,
-                           keep=config.keep_checkpoints)
+    return checkpoint.save(directory, int(host.step), flax.serialization.to_state_dict(host),
+                           _checkpoint_meta(config, normalizer), keep=config.keep_checkpoints)
+
+
+def export_policy(source: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Writes the EMA weights of a training checkpoint as a shippable checkpoint in ``out``.
+
+    The export holds what :class:`dynaflow_policy.DynaFlowPolicy` needs (EMA
+    weights, configs, normaliser, physics hash) and not the raw weights or the
+    optimiser state: about a quarter of the size. It loads with
+    :func:`load_checkpoint` and ``DynaFlowPolicy.from_checkpoint`` and cannot be resumed.
+
+    Args:
+      source: anything :func:`load_checkpoint` accepts (a run's work directory: its newest checkpoint).
+      out: the directory to write (``config.json`` and ``state.msgpack`` directly in it).
+
+    Returns:
+      The absolute path of ``out``.
+    """
+    ckpt = load_checkpoint(source)
+    meta = {**_checkpoint_meta(ckpt.config, ckpt.normalizer), "contents": EMA_ONLY}
+    return checkpoint.save_single(out, ckpt.step, {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params)},
+                                  meta)
 
 
 def load_checkpoint(path: str | os.PathLike, allow_other_physics: bool = False) -> Checkpoint:
-    """Loads a checkpoint of :func:`save_checkpoint`.
+    """Loads a checkpoint of :func:`save_checkpoint` or :func:`export_policy`.
 
     Args:
-      path: a step directory, a ``checkpoints`` directory or a work directory
-        (the newest complete checkpoint under it).
+      path: a step directory, a ``checkpoints`` directory, a work directory
+        (the newest complete checkpoint under it) or an exported checkpoint.
       allow_other_physics: accept a checkpoint made under another physics hash.
 
     Raises:
       dynaflow_policy.checkpoint.CheckpointError: none found, truncated or corrupt
         files, other physics, or arrays that do not fit the stored config.
     """
-    path = os.fspath(path)
-    for candidate in (path, os.path.join(path, "checkpoints")):
-        if os.path.isfile(os.path.join(candidate, checkpoint.META_FILE)):
-            path = candidate
-            break
-        latest = checkpoint.latest_checkpoint(candidate)
-        if latest is not None:
-            path = latest
-            break
+    path = checkpoint.resolve(path)
     arrays, meta = checkpoint.restore(path, allow_other_physics=allow_other_physics)
     try:
         config = TrainConfig.from_dict(meta["train_config"])
@@ -558,18 +581,19 @@ def load_checkpoint(path: str | os.PathLike, allow_other_physics: bool = False) 
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad config in {checkpoint.META_FILE}: {type(e).__name__}: {e}") from e
     target = jax.eval_shape(functools.partial(init_train_state, config))
-    try:
-        state = flax.serialization.from_state_dict(target, arrays)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: the stored arrays do not match the stored config: {e}") from e
-    for (key, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(state)):
-        if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
-            raise CheckpointError(f"{path}: array {jax.tree_util.keystr(key)} has shape {np.shape(got)} "
-                                  f"{np.asarray(got).dtype}, the config needs {want.shape} {want.dtype}")
-    return Checkpoint(state=state, normalizer=normalizer, config=config, step=int(meta["step"]), path=path)
+    if meta.get("contents") == EMA_ONLY:
+        state = None
+        if not isinstance(arrays, dict) or set(arrays) != {"ema_params"}:
+            raise CheckpointError(f"{path}: an exported checkpoint must hold exactly 'ema_params'")
+        ema_params = checkpoint.restore_tree(target.ema_params, arrays["ema_params"], path, "EMA")
+    else:
+        state = checkpoint.restore_tree(target, arrays, path, "training-state")
+        ema_params = state.ema_params
+    return Checkpoint(ema_params=ema_params, state=state, normalizer=normalizer, config=config,
+                      step=int(meta["step"]), path=path)
 
 
-def _check_resumable(saved: TrainConfig, config: TrainConfig, path: str) -> None:
+def check_resumable(saved: TrainConfig, config: TrainConfig, path: str) -> None:
     differ = [f.name for f in dataclasses.fields(TrainConfig)
               if f.name not in TrainConfig.RESUMABLE_FIELDS and getattr(saved, f.name) != getattr(config, f.name)]
     if differ:
@@ -582,7 +606,7 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, path: str) -> None
 # Loop
 
 
-class _MetricsFile:
+class MetricsFile:
     """Appends ``{"step", "time", **metrics}`` lines to ``metrics.jsonl`` (process 0 only)."""
 
     def __init__(self, path: str | None):
@@ -644,18 +668,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, progress
     workdir = os.path.abspath(os.fspath(workdir))
     ckpt_dir = os.path.join(workdir, "checkpoints")
     is_main = jax.process_index() == 0
-    log = _MetricsFile(os.path.join(workdir, "metrics.jsonl") if is_main else None)
+    log = MetricsFile(os.path.join(workdir, "metrics.jsonl") if is_main else None)
     if is_main:
         os.makedirs(workdir, exist_ok=True)
 
+    existing = checkpoint.checkpoint_to_resume(workdir, resume)
+    ckpt = None if existing is None else load_checkpoint(existing)
+    if ckpt is not None:
+        if ckpt.state is None:
+            raise ValueError(f"cannot resume {existing}: an exported checkpoint holds only the EMA weights")
+        check_resumable(ckpt.config, config, existing)
     train_pool, held_pool = load_windows(config)
-    existing = checkpoint.latest_checkpoint(ckpt_dir)
-    if existing is not None and not resume:
-        raise FileExistsError(f"{workdir} already holds checkpoints (newest {existing}); pass resume=True "
-                              "(--resume) to continue that run, or use another work directory")
-    if existing is not None:
-        ckpt = load_checkpoint(existing)
-        _check_resumable(ckpt.config, config, existing)
+    if ckpt is not None:
         host_state, normalizer = ckpt.state, ckpt.normalizer
         if is_main:
             log.truncate_after(ckpt.step)

@@ -274,3 +274,23 @@ def test_missing_truncated_or_foreign_checkpoints(run, tmp_path):
     with pytest.raises(CheckpointError, match="not a state-flow baseline checkpoint"):
         StateFlowIDPolicy.from_checkpoint(foreign)
     assert (tmp_path / "truncated" / META_FILE).exists()
+
+
+def test_exported_checkpoint_acts_identically(run, dataset, tmp_path):
+    """``python -m dynaflow_policy.export`` on a baseline run: EMA weights and ID only, same actions."""
+    from dynaflow_policy import export
+
+    out = export.main(export.Args(run=run[0], out=str(tmp_path / "shipped")))
+    assert sorted(os.listdir(out)) == [checkpoint.META_FILE, export.PLOT_FILE, export.METRICS_FILE,
+                                       checkpoint.STATE_FILE]
+    full = baseline_train.load_checkpoint(run[0])
+    shipped = baseline_train.load_checkpoint(out)
+    assert shipped.state is None and shipped.step == full.step and shipped.report == full.report
+    assert os.path.getsize(os.path.join(out, checkpoint.STATE_FILE)) < 0.5 * os.path.getsize(
+        os.path.join(full.path, checkpoint.STATE_FILE))
+    rows = [json.loads(line) for line in open(os.path.join(out, export.METRICS_FILE))]
+    assert rows and max(r["step"] for r in rows) == full.step
+    x = dataset.states[0, 10].astype(np.float64)
+    a = StateFlowIDPolicy.from_checkpoint(run[0], seed=2).plan(x, (0.5, 0.0, 0.0), 0)
+    b = StateFlowIDPolicy.from_checkpoint(out, seed=2).plan(x, (0.5, 0.0, 0.0), 0)
+    np.testing.assert_array_equal(a, b)

@@ -182,3 +182,30 @@ def test_without_heading_frame_the_model_sees_world_coordinates(ckpt_dir, obs):
     world.reset()
     x[:2] += (4.0, -1.0)
     assert not np.allclose(world.plan(x, obs[37:40], 1), U, atol=1e-4)
+
+
+def test_exported_checkpoint_acts_identically_and_cannot_be_resumed(ckpt_dir, obs, tmp_path):
+    """``python -m dynaflow_policy.export``: EMA weights only, same plans, smaller, truncation detected."""
+    from dynaflow_policy import export
+    from dynaflow_policy.train import load_checkpoint, train_and_evaluate
+
+    out = export.main(export.Args(run=str(ckpt_dir), out=str(tmp_path / "shipped")))
+    assert sorted(os.listdir(out)) == [META_FILE, STATE_FILE]  # no metrics.jsonl beside a bare checkpoint dir
+    assert os.path.getsize(os.path.join(out, STATE_FILE)) < 0.3 * os.path.getsize(
+        os.path.join(load_checkpoint(ckpt_dir).path, STATE_FILE))
+    a = DynaFlowPolicy.from_checkpoint(ckpt_dir, seed=5)
+    b = DynaFlowPolicy.from_checkpoint(out, seed=5)
+    np.testing.assert_array_equal(np.stack([a.act(obs) for _ in range(6)]), np.stack([b.act(obs) for _ in range(6)]))
+    exported = load_checkpoint(out)
+    assert exported.state is None and exported.step == load_checkpoint(ckpt_dir).step
+
+    workdir = tmp_path / "run"
+    shutil.copytree(out, workdir / "checkpoints" / str(exported.step))
+    with pytest.raises(ValueError, match="exported checkpoint holds only the EMA weights"):
+        train_and_evaluate(dataclasses.replace(exported.config, dataset=("unused.npz",)), workdir, resume=True)
+
+    state = os.path.join(out, STATE_FILE)
+    with open(state, "r+b") as f:
+        f.truncate(os.path.getsize(state) - 7)
+    with pytest.raises(CheckpointError, match="truncated"):
+        DynaFlowPolicy.from_checkpoint(out)

@@ -92,7 +92,7 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
             or not a baseline checkpoint.
         """
         ckpt = load_checkpoint(path)
-        return cls(ckpt.state.ema_params, ckpt.dit, ckpt.flow, ckpt.normalizer, ckpt.inverse_dynamics, **kwargs)
+        return cls(ckpt.ema_params, ckpt.dit, ckpt.flow, ckpt.normalizer, ckpt.inverse_dynamics, **kwargs)
 
     def reset(self, seed: int | None = None) -> None:
         """Forgets the current plan and restarts the noise sequence (from ``seed`` if given)."""

@@ -44,8 +44,8 @@ from dynaflow_policy.baselines.random_play import RandomPlayConfig, random_play
 from dynaflow_policy.configs import DiTConfig, FlowConfig
 from dynaflow_policy.metrics import action_recovery_rmse
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import (NO_DATASET, MetricsDict, ProgressFn, TrainConfig, TrainState, WindowPool,
-                                   _check_resumable, _MetricsFile, default_config, fit_normalizer, load_windows)
+from dynaflow_policy.train import (EMA_ONLY, NO_DATASET, MetricsDict, ProgressFn, TrainConfig, TrainState, WindowPool,
+                                   check_resumable, MetricsFile, default_config, fit_normalizer, load_windows)
 from envs.physics import PHYSICS
 
 MODEL = "state_flow_inverse_dynamics"
@@ -90,16 +90,18 @@ class BaselineCheckpoint:
     """A loaded baseline checkpoint.
 
     Attributes:
-      state: the flow model's training state, numpy leaves (``state.ema_params`` is what a policy runs).
+      ema_params: the flow model's EMA weights, numpy leaves: what a policy runs.
+      state: the flow model's training state (numpy leaves), or None for an exported checkpoint.
       inverse_dynamics: the inverse dynamics.
       normalizer: the state normaliser of the flow model.
       config: the run's config.
       report: the numbers measured before the flow training (:func:`train_baseline`).
       step: flow training step.
-      path: the step directory it was read from.
+      path: the directory it was read from.
     """
 
-    state: TrainState
+    ema_params: Any
+    state: TrainState | None
     inverse_dynamics: InverseDynamics
     normalizer: Normalizer
     config: BaselineConfig
@@ -116,42 +118,47 @@ class BaselineCheckpoint:
         return self.config.train.flow
 
 
-def save_checkpoint(directory: str | os.PathLike, state: TrainState, inverse_dynamics: InverseDynamics,
-                    normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> str:
-    """Writes ``<directory>/<state.step>/`` with ``dynaflow_policy.checkpoint.save``; returns its path."""
-    meta = {"model": MODEL, "baseline_config": config.to_dict(),
+def _checkpoint_meta(normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> dict[str, Any]:
+    return {"model": MODEL, "baseline_config": config.to_dict(),
             "dit_config": dataclasses.asdict(config.train.dit_config),
             "flow_config": dataclasses.asdict(config.train.flow), "normalizer": normalizer.to_dict(),
             "report": report, "physics": PHYSICS.to_dict(), "jax_version": jax.__version__}
+
+
+def save_checkpoint(directory: str | os.PathLike, state: TrainState, inverse_dynamics: InverseDynamics,
+                    normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> str:
+    """Writes ``<directory>/<state.step>/`` with ``dynaflow_policy.checkpoint.save``; returns its path."""
     arrays = {"flow": flax.serialization.to_state_dict(state),
               "inverse_dynamics": flax.serialization.to_state_dict(inverse_dynamics)}
-    return checkpoint.save(directory, int(state.step), arrays, meta, keep=config.train.keep_checkpoints)
+    return checkpoint.save(directory, int(state.step), arrays, _checkpoint_meta(normalizer, config, report),
+                           keep=config.train.keep_checkpoints)
 
 
-def _restore(target: Any, arrays: Any, path: str, what: str) -> Any:
-    """``arrays`` (nested dicts) in the structure of ``target`` (shape-only), with every shape and dtype checked."""
-    try:
-        tree = flax.serialization.from_state_dict(target, arrays)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: the stored {what} arrays do not match the stored config: {e}") from e
-    for (key, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(tree)):
-        if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
-            raise CheckpointError(f"{path}: {what} array {jax.tree_util.keystr(key)} has shape {np.shape(got)} "
-                                  f"{np.asarray(got).dtype}, the config needs {want.shape} {want.dtype}")
-    return tree
+def export_policy(source: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Writes a shippable checkpoint in ``out``: the flow model's EMA weights and the inverse dynamics.
+
+    Like ``dynaflow_policy.train.export_policy``: it loads with :func:`load_checkpoint`
+    and ``StateFlowIDPolicy.from_checkpoint`` and cannot be resumed. Returns the absolute path of ``out``.
+    """
+    ckpt = load_checkpoint(source)
+    arrays = {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params),
+              "inverse_dynamics": flax.serialization.to_state_dict(ckpt.inverse_dynamics)}
+    meta = {**_checkpoint_meta(ckpt.normalizer, ckpt.config, ckpt.report), "contents": EMA_ONLY}
+    return checkpoint.save_single(out, ckpt.step, arrays, meta)
 
 
 def load_checkpoint(path: str | os.PathLike) -> BaselineCheckpoint:
-    """Loads a checkpoint of :func:`save_checkpoint`.
+    """Loads a checkpoint of :func:`save_checkpoint` or :func:`export_policy`.
 
     Args:
-      path: a step directory, a ``checkpoints`` directory or a work directory (the newest complete checkpoint).
+      path: a step directory, a ``checkpoints`` directory, a work directory (the newest complete
+        checkpoint) or an exported checkpoint.
 
     Raises:
       CheckpointError: none found; truncated or corrupt files; other physics; not a baseline checkpoint;
         arrays that do not fit the stored config.
     """
-    path = _step_directory(os.fspath(path))
+    path = checkpoint.resolve(path)
     arrays, meta = checkpoint.restore(path)
     if meta.get("model") != MODEL:
         raise CheckpointError(f"{path}: not a state-flow baseline checkpoint (model {meta.get('model')!r}); "
@@ -162,25 +169,21 @@ def load_checkpoint(path: str | os.PathLike) -> BaselineCheckpoint:
         report = {k: float(v) for k, v in meta["report"].items()}
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad config in {checkpoint.META_FILE}: {type(e).__name__}: {e}") from e
-    if not isinstance(arrays, dict) or set(arrays) != {"flow", "inverse_dynamics"}:
-        raise CheckpointError(f"{path}: {checkpoint.STATE_FILE} must hold 'flow' and 'inverse_dynamics'")
-    state = _restore(state_flow.abstract_state(config.train), arrays["flow"], path, "flow")
-    inverse = _restore(InverseDynamics.abstract(config.inverse_dynamics.hidden), arrays["inverse_dynamics"], path,
-                       "inverse-dynamics")
-    return BaselineCheckpoint(state=state, inverse_dynamics=inverse, normalizer=normalizer, config=config,
-                              report=report, step=int(meta["step"]), path=path)
-
-
-def _step_directory(path: str) -> str:
-    """The checkpoint that ``path`` names: itself, its newest step, or the newest step under ``path/checkpoints``."""
-    for candidate in (path, os.path.join(path, "checkpoints")):
-        if os.path.isfile(os.path.join(candidate, checkpoint.META_FILE)):
-            return candidate
-        latest = checkpoint.latest_checkpoint(candidate)
-        if latest is not None:
-            return latest
-    raise CheckpointError(f"no checkpoint at {path} (expected {checkpoint.META_FILE} in it, in a numbered step "
-                          "directory under it, or under its checkpoints/ directory)")
+    exported = meta.get("contents") == EMA_ONLY
+    flow_key = "ema_params" if exported else "flow"
+    if not isinstance(arrays, dict) or set(arrays) != {flow_key, "inverse_dynamics"}:
+        raise CheckpointError(f"{path}: {checkpoint.STATE_FILE} must hold exactly '{flow_key}' and "
+                              "'inverse_dynamics'")
+    target = state_flow.abstract_state(config.train)
+    if exported:
+        state, ema_params = None, checkpoint.restore_tree(target.ema_params, arrays[flow_key], path, "EMA")
+    else:
+        state = checkpoint.restore_tree(target, arrays[flow_key], path, "flow")
+        ema_params = state.ema_params
+    inverse = checkpoint.restore_tree(InverseDynamics.abstract(config.inverse_dynamics.hidden),
+                                      arrays["inverse_dynamics"], path, "inverse-dynamics")
+    return BaselineCheckpoint(ema_params=ema_params, state=state, inverse_dynamics=inverse, normalizer=normalizer,
+                              config=config, report=report, step=int(meta["step"]), path=path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def collect_and_fit_inverse_dynamics(pool: WindowPool, config: BaselineConfig,
 
 
 def _check_baseline_resumable(saved: BaselineConfig, config: BaselineConfig, path: str) -> None:
-    _check_resumable(saved.train, config.train, path)
+    check_resumable(saved.train, config.train, path)
     for name in ("random_play", "inverse_dynamics"):
         if getattr(saved, name) != getattr(config, name):
             raise ValueError(f"cannot resume {path}: {name} differs ({getattr(saved, name)} -> "
@@ -278,10 +281,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
     ckpt_dir = os.path.join(workdir, "checkpoints")
     os.makedirs(workdir, exist_ok=True)
     train_pool, held_pool = load_windows(config.train)
-    existing = checkpoint.latest_checkpoint(ckpt_dir)
-    if existing is not None and not resume:
-        raise FileExistsError(f"{workdir} already holds checkpoints (newest {existing}); pass resume=True "
-                              "(--resume) to continue that run, or use another work directory")
+    existing = checkpoint.checkpoint_to_resume(workdir, resume)
     if existing is not None:
         ckpt = load_checkpoint(existing)
         _check_baseline_resumable(ckpt.config, config, existing)
@@ -292,7 +292,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
         normalizer = fit_normalizer(train_pool, config.train)
         state = jax.tree.map(np.asarray, jax.jit(lambda: state_flow.init_state(config.train))())
         save_checkpoint(ckpt_dir, state, inverse, normalizer, config, report)
-    metrics_file = _MetricsFile(os.path.join(workdir, "metrics.jsonl"))
+    metrics_file = MetricsFile(os.path.join(workdir, "metrics.jsonl"))
     metrics_file.truncate_after(int(state.step))
 
     def progress(step: int, values: MetricsDict) -> None:

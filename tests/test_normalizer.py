@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynaflow_policy.normalizer import MIN_STD, Normalizer
-from envs.physics import BASE_QUAT, JOINT_VEL, PHYSICS, STATE_DIM
+from dynaflow_policy.normalizer import MIN_STD, MIN_VELOCITY_STD, STATE_MIN_STD, Normalizer
+from envs.physics import BASE_ANGVEL, BASE_LINVEL, BASE_QUAT, JOINT_VEL, PHYSICS, STATE_DIM
 
 
 def _windows(seed: int = 0, n: int = 50, rows: int = 5) -> np.ndarray:
@@ -33,10 +33,22 @@ def test_fit_statistics_and_floor():
     np.testing.assert_allclose(norm.std[JOINT_VEL], flat[:, JOINT_VEL].std(0), rtol=1e-5)
     # constant dimensions (base height, joint angles) get the floor instead of 0
     np.testing.assert_allclose(norm.std[2], MIN_STD, rtol=1e-6)
-    assert np.all(norm.std >= MIN_STD)
+    assert np.all(norm.std >= STATE_MIN_STD)
     z = norm.normalize(X.reshape(-1, STATE_DIM))
     assert np.all(np.isfinite(z))
     np.testing.assert_allclose(z[:, JOINT_VEL].std(0), 1.0, rtol=1e-4)
+
+
+def test_constant_velocities_get_the_velocity_floor():
+    """A kinematic-style set with zero vertical velocity and roll/pitch rates: velocity floor, not position floor."""
+    X = _windows().copy()
+    X[..., BASE_LINVEL.start + 2] = 0.0
+    X[..., BASE_ANGVEL.start:BASE_ANGVEL.start + 2] = 0.0
+    norm = Normalizer.fit(X)
+    np.testing.assert_allclose(norm.std[[BASE_LINVEL.start + 2, BASE_ANGVEL.start, BASE_ANGVEL.start + 1]],
+                               MIN_VELOCITY_STD, rtol=1e-6)
+    assert MIN_VELOCITY_STD > MIN_STD
+    np.testing.assert_allclose(Normalizer.fit(X, min_std=MIN_STD).std[BASE_ANGVEL.start], MIN_STD, rtol=1e-6)
 
 
 def test_quaternion_dims_share_one_scale():

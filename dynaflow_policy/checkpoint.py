@@ -25,6 +25,10 @@ hash must equal ``envs.PHYSICS.hash()`` (unless explicitly allowed);
 :class:`CheckpointError` saying which file is wrong and how (truncated, corrupt,
 other physics, ...).
 
+Shipped checkpoints (:func:`save_single`, e.g. ``checkpoints/dynaflow_go1_expert/``)
+hold the two files directly, written the same way; :func:`restore` and
+:func:`resolve` read both layouts.
+
 This module knows nothing about what the arrays are; ``dynaflow_policy.train``
 stores the training state in it and rebuilds it on load.
 """

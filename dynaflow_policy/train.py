@@ -94,7 +94,7 @@ class TrainConfig:
     steps: int = 50_000
     """Total optimiser steps (a resumed run stops at the same total)."""
     lr: float = 2e-4
-    """AdamW learning rate (constant)."""
+    """AdamW learning rate, constant within a run; a resumed run may set another (to anneal after a plateau)."""
     weight_decay: float = 1e-4
     """AdamW decoupled weight decay."""
     grad_clip: float = 1.0
@@ -123,12 +123,14 @@ class TrainConfig:
     flow: FlowConfig = FlowConfig()
     """Flow matching and sampler config."""
 
-    RESUMABLE_FIELDS = ("dataset", "steps", "log_every", "eval_every", "eval_windows", "checkpoint_every",
+    RESUMABLE_FIELDS = ("dataset", "steps", "lr", "log_every", "eval_every", "eval_windows", "checkpoint_every",
                         "keep_checkpoints")
     """Fields that may differ between a run and the checkpoint it resumes (a class constant, not a field).
 
     ``dataset`` may change so that moved files can be named; a resumed run keeps
-    the checkpoint's normaliser, and the same data order only with the same data."""
+    the checkpoint's normaliser, and the same data order only with the same data.
+    ``lr`` may change because AdamW's state does not depend on it: lowering it
+    anneals a run that has plateaued. Every logged line records the ``lr`` in use."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", tuple(os.fspath(p) for p in self.dataset))
@@ -716,7 +718,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, progress
             jax.block_until_ready(step_metrics)
             t_mark, n_mark = time.perf_counter(), done
         if done % config.log_every == 0 or done == config.steps:
-            values = _mean_metrics(pending)
+            values = {**_mean_metrics(pending), "train/lr": config.lr}
             now = time.perf_counter()
             if done > n_mark:
                 values["train/windows_per_s"] = (done - n_mark) * config.batch_size / (now - t_mark)

@@ -209,8 +209,8 @@ def test_resume_gives_the_same_params_as_an_uninterrupted_run(dataset_path, tmp_
         f.write(json.dumps({"step": 4, "train/loss": -1.0}) + "\n")
     with pytest.raises(FileExistsError, match="--resume"):
         train_and_evaluate(cfg, split)
-    with pytest.raises(ValueError, match="lr"):
-        train_and_evaluate(dataclasses.replace(cfg, lr=1e-3), split, resume=True)
+    with pytest.raises(ValueError, match="weight_decay"):
+        train_and_evaluate(dataclasses.replace(cfg, weight_decay=0.1), split, resume=True)
     train_and_evaluate(cfg, split, resume=True)
 
     a, b = load_checkpoint(straight), load_checkpoint(split)
@@ -220,6 +220,13 @@ def test_resume_gives_the_same_params_as_an_uninterrupted_run(dataset_path, tmp_
     with open(os.path.join(split, "metrics.jsonl")) as f:
         steps = [json.loads(ln)["step"] for ln in f if "train/loss" in ln]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+    train_and_evaluate(dataclasses.replace(cfg, steps=7, lr=5e-5), split, resume=True)  # anneal
+    annealed = load_checkpoint(split)
+    assert annealed.step == 7 and annealed.config.lr == 5e-5
+    with open(os.path.join(split, "metrics.jsonl")) as f:
+        lrs = [json.loads(ln)["train/lr"] for ln in f if "train/loss" in ln]
+    assert lrs == [cfg.lr] * 6 + [5e-5]
 
 
 def test_truncated_corrupt_or_foreign_checkpoints_give_clear_errors(long_run, tmp_path):

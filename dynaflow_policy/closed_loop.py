@@ -84,8 +84,8 @@ def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
 
 
 def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[float], seconds: float,
-                seed: int) -> dict[str, np.ndarray | bool]:
-    """One episode.
+                seed: int, gait: str = "trot") -> dict[str, np.ndarray | bool]:
+    """One episode of ``command`` and ``gait`` (a name of ``envs.task.GAITS``) from the env's reset with ``seed``.
 
     Returns:
       ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``torques`` (T, 12) N m and
@@ -94,7 +94,7 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
     """
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
-    obs, _ = env.reset(seed=seed, options={"command": tuple(command)})
+    obs, _ = env.reset(seed=seed, options={"command": tuple(command), "gait": gait})
     controller.reset()
     unwrapped = env.unwrapped
     states, actions, torques, power, contacts = [unwrapped.state], [], [], [], []

@@ -264,6 +264,7 @@ def section_kinematic(args: Args) -> dict | None:
     if not (os.path.isdir(args.dynaflow_kinematic) and os.path.isfile(args.kinematic_data)):
         return None
     from dynaflow_policy import DynaFlowPolicy
+    from dynaflow_policy.closed_loop import run_episode
     from dynaflow_policy.data.kinematic import foot_positions
     from dynaflow_policy.metrics import sae_fitted_native, sae_native
     from envs.physics import FOOT_CONTACT_HEIGHT
@@ -283,24 +284,23 @@ def section_kinematic(args: Args) -> dict | None:
     import envs
 
     gaits = {}
+    env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(args.seconds / envs.PHYSICS.ctrl_dt)))
     for g, gait in enumerate(GAITS):
         sel = batch["gait"] == g
         if not np.any(sel):
             continue
         ref_contact = foot_positions(X_ref[sel])[..., 2] < FOOT_CONTACT_HEIGHT  # (n, H+1, 4)
-        env = gymnasium.make(envs.GYM_ID)
-        obs, _ = env.reset(seed=args.seed, options={"command": tuple(batch["command"][sel][0]), "gait": gait})
-        policy.reset()
-        contacts = []
-        for _ in range(int(round(args.seconds / envs.PHYSICS.ctrl_dt))):
-            obs, _, terminated, _, info = env.step(policy.act(obs))
-            contacts.append(info["contact"])
-            if terminated:
-                break
-        env.close()
+        command = batch["command"][sel][0]
+        episodes = [run_episode(env, policy, command, args.seconds, args.seed + i, gait)
+                    for i in range(args.episodes)]
+        steps = sum(len(ep["contacts"]) for ep in episodes)
+        falls = sum(ep["fell"] for ep in episodes)
         gaits[gait] = {"reference": float(gait_sync(ref_contact, g).mean()),
-                       "executed": float(gait_sync(np.stack(contacts), g).mean()),
-                       "executed_seconds": len(contacts) * envs.PHYSICS.ctrl_dt}
+                       "executed": float(gait_sync(np.concatenate([ep["contacts"] for ep in episodes]), g).mean()),
+                       "command": [float(c) for c in command], "episodes": args.episodes, "falls": int(falls),
+                       "falls_per_minute": falls / (steps * envs.PHYSICS.ctrl_dt / 60.0),
+                       "survival_seconds": steps * envs.PHYSICS.ctrl_dt / args.episodes}
+    env.close()
     return {"data_sae": data_sae, "dynaflow_sae": gen_sae, "gaits": gaits, "windows": len(X_ref)}
 
 
@@ -382,9 +382,13 @@ def report(args: Args, missing, offline, closed, latency, open_loop, kinematic, 
         lines.append(f"## Kinematic gaits ({kinematic['windows']} held-out windows)\n")
         lines.append(f"SAE of the kinematic data (actions fitted per transition, an upper bound): "
                      f"{kinematic['data_sae']:.3g}; SAE of DynaFlow's output: {kinematic['dynaflow_sae']:.3g}.\n")
-        lines.append("| gait | contact-pattern score, reference | executed by DynaFlow | executed for (s) |\n"
-                     "|---|---|---|---|")
-        lines += [f"| {g} | {d['reference']:.2f} | {d['executed']:.2f} | {d['executed_seconds']:.1f} |"
+        lines.append(f"Closed loop from the env's resting start, {args.episodes} episodes x {args.seconds:g} s "
+                     "per gait, under the command of the gait's first held-out window. Contact-pattern score: "
+                     "`envs.task.gait_sync`, mean over the reference windows and over every executed step.\n")
+        lines.append("| gait | command (vx, vy, yaw rate) | contact-pattern score, reference | executed by DynaFlow "
+                     "| falls / min | survival (s) |\n|---|---|---|---|---|---|")
+        lines += [f"| {g} | ({', '.join(f'{c:.2f}' for c in d['command'])}) | {d['reference']:.2f} "
+                  f"| {d['executed']:.2f} | {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
                   for g, d in kinematic["gaits"].items()]
     else:
         lines.append("Kinematic section not run: "

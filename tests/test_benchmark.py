@@ -64,3 +64,7 @@ def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
     kin = result["kinematic"]
     assert kin["dynaflow_sae"] < 1e-6 < kin["data_sae"]  # kinematic data is infeasible, DynaFlow's output is not
     assert set(kin["gaits"]) <= {"trot", "pace", "bound", "pronk"} and kin["gaits"]
+    for d in kin["gaits"].values():
+        assert d["episodes"] == args.episodes and 0 < d["survival_seconds"] <= args.seconds
+        assert d["falls_per_minute"] == d["falls"] / (d["survival_seconds"] * args.episodes / 60)
+        assert 0 <= d["executed"] <= 1 and 0 <= d["reference"] <= 1

@@ -1,9 +1,12 @@
 """dynaflow_policy.closed_loop: metrics of a controller whose behaviour is known (hold the default pose)."""
 
+import gymnasium
 import numpy as np
 import pytest
 
-from dynaflow_policy.closed_loop import evaluate, evaluate_command, markdown_table
+import envs
+from dynaflow_policy.closed_loop import evaluate, evaluate_command, markdown_table, run_episode
+from envs.task import GAITS
 
 
 class Stand:
@@ -48,6 +51,25 @@ def test_falls_are_counted_and_end_the_episode():
     assert r.falls_per_episode > 0
     assert r.survival_seconds < 20.0
     assert r.falls_per_minute == pytest.approx(r.falls_per_episode * 2 / (2 * r.survival_seconds / 60))
+
+
+def test_episode_runs_the_given_gait_and_command():
+    class Record(Stand):
+        def __init__(self):
+            self.obs = []
+
+        def act(self, obs):
+            self.obs.append(obs)
+            return super().act(obs)
+
+    rec = Record()
+    env = gymnasium.make(envs.GYM_ID)
+    ep = run_episode(env, rec, (0.2, 0.0, 0.1), seconds=0.1, seed=0, gait="pronk")
+    env.close()
+    obs = np.stack(rec.obs)  # (5, 44): state, command, gait one-hot
+    assert len(obs) == 5 and ep["contacts"].shape == (5, 4) and not ep["fell"]
+    np.testing.assert_allclose(obs[:, 37:40], np.tile([0.2, 0.0, 0.1], (5, 1)), atol=1e-7)
+    np.testing.assert_array_equal(obs[:, 40:], np.tile(np.eye(len(GAITS))[GAITS.index("pronk")], (5, 1)))
 
 
 def test_table_has_a_row_per_command():

@@ -27,7 +27,8 @@ import numpy as np
 import envs
 from dynaflow_policy.configs import FlowConfig
 from dynaflow_policy.normalizer import Normalizer
-from envs.physics import PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
+                          PhysicsConfig)
 
 Params = Any
 """The network's parameter pytree (first argument of ``apply_fn``)."""
@@ -36,6 +37,23 @@ ApplyFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 """apply_fn(params, X_t (B, H+1, 37), t (B,), c (B, 7)) -> U (B, H, 12)."""
 
 Aux = TypeVar("Aux")
+
+
+def _start_perturbation_std() -> np.ndarray:
+    std = np.zeros(STATE_DIM)
+    std[BASE_POS] = (0.0, 0.0, 0.005)  # m: height only; x, y stay at the heading frame's origin
+    std[BASE_QUAT] = (0.0, 0.02, 0.02, 0.0)  # x, y components: about 2.3 degrees of roll and pitch, no yaw
+    std[JOINT_POS] = 0.05  # rad
+    std[BASE_LINVEL] = (0.1, 0.1, 0.05)  # m/s
+    std[BASE_ANGVEL] = 0.2  # rad/s
+    std[JOINT_VEL] = 0.5  # rad/s
+    return std
+
+
+START_PERTURBATION_STD = _start_perturbation_std()
+"""(37,) standard deviation, per unit of ``FlowConfig.start_noise``, of the perturbation of a window's
+heading-frame start state. A starting point, not tuned: ``start_noise`` scales it."""
+_START_STREAM = 1  # fold_in tag of the perturbation's key: the noise and times of a run without it are unchanged
 
 
 def loss_weights(horizon: int, config: FlowConfig) -> np.ndarray:
@@ -68,13 +86,31 @@ def noise_window(rng: jax.Array, x0_normalised: jax.Array, horizon: int, config:
     return noise.at[:, 0].set(x0_normalised)
 
 
+def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
+    """x0 + scale * START_PERTURBATION_STD * N(0, 1), with the quaternion renormalised.
+
+    Args:
+      rng: PRNG key.
+      x0: (B, 37) heading-frame start states, physical units.
+      scale: ``FlowConfig.start_noise``.
+
+    Returns:
+      (B, 37) perturbed states: base x, y unchanged, roll and pitch tilted (yaw unchanged to first order).
+    """
+    std = jnp.asarray(START_PERTURBATION_STD, x0.dtype)
+    x = x0 + scale * std * jax.random.normal(rng, x0.shape, x0.dtype)
+    q = x[:, BASE_QUAT]
+    return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
+
+
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig,
                   physics: PhysicsConfig = PHYSICS) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
-    with W from :func:`loss_weights` (row 0 masked). Works under
+    with W from :func:`loss_weights` (row 0 masked); with ``config.start_noise`` the
+    rollout starts from :func:`perturb_start` of x0 instead. Works under
     ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
 
     Args:
@@ -82,7 +118,7 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       apply_fn: the network, see :data:`ApplyFn`.
       x1_window: (B, H+1, 37) data windows X_1, heading frame, physical units.
       cond: (B, 7) conditioning c (command ++ gait one-hot).
-      rng: PRNG key for the noise X_0 and the times t ~ U(0, 1).
+      rng: PRNG key for the noise X_0, the times t ~ U(0, 1) and the start perturbation.
       normalizer: state normaliser.
       config: flow config.
       physics: physics of the rollout (static).
@@ -93,6 +129,9 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       the window's last state (errors grow along the horizon); ``train/action_rms``.
     """
     b, rows, _ = x1_window.shape
+    if config.start_noise > 0:
+        x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], config.start_noise)
+        x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
     rng_noise, rng_t = jax.random.split(rng)
     x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)
     x_noise = noise_window(rng_noise, x1_n[:, 0], rows - 1, config)  # (B, H+1, 37)

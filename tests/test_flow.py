@@ -15,13 +15,13 @@ import pytest
 
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
-from dynaflow_policy.flow import (denoise, euler_integrate, flow_velocity, interpolate, loss_weights, matching_loss,
-                                  noise_window, sample)
+from dynaflow_policy.flow import (START_PERTURBATION_STD, denoise, euler_integrate, flow_velocity, interpolate,
+                                  loss_weights, matching_loss, noise_window, perturb_start, sample)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.normalizer import Normalizer
 from envs.native import replay
-from envs.physics import PHYSICS, STATE_DIM
+from envs.physics import BASE_POS, BASE_QUAT, PHYSICS, STATE_DIM
 
 B, H = 2, 4
 DIT = DiTConfig(d_model=32, depth=1, num_heads=2, mlp_ratio=2.0, horizon=H)
@@ -174,3 +174,30 @@ def test_gradient_reaches_every_parameter(loss_and_grad, moved_params):
     norms = _leaf_norms(grads)
     assert len(norms) == len(jax.tree.leaves(moved_params))
     assert all(np.isfinite(v) and v > 0 for v in norms.values()), norms
+
+
+def test_start_perturbation_has_the_stated_spread_and_keeps_the_heading_frame(windows):
+    x0 = jnp.tile(windows[:1, 0].at[:, BASE_QUAT].set(jnp.array([1.0, 0.0, 0.0, 0.0])), (20_000, 1))  # upright
+    x = perturb_start(jax.random.PRNGKey(0), x0, 2.0)
+    d = np.asarray(x - x0, np.float64)
+    free = np.ones(STATE_DIM, bool)
+    free[BASE_QUAT] = False
+    np.testing.assert_allclose(d[:, free].std(axis=0), 2.0 * START_PERTURBATION_STD[free], rtol=0.03)
+    np.testing.assert_array_equal(d[:, BASE_POS][:, :2], 0.0)  # the heading frame's origin stays
+    q = np.asarray(x[:, BASE_QUAT], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-6)
+    tilt = 2 * np.arcsin(np.linalg.norm(q[:, 1:3], axis=1))  # rad from upright; 2 * |(q_x, q_y)|, small angles
+    rayleigh_median = np.sqrt(2 * np.log(2)) * 2 * 2.0 * START_PERTURBATION_STD[BASE_QUAT][1]
+    assert np.median(tilt) == pytest.approx(rayleigh_median, rel=0.05)
+    np.testing.assert_array_equal(q[:, 3], 0.0)  # no yaw component
+    np.testing.assert_array_equal(perturb_start(jax.random.PRNGKey(0), x0[:4], 0.0), x0[:4])
+
+
+def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalizer):
+    """A fresh model outputs U = 0. On standing windows, which U = 0 reproduces, the loss from the exact start
+    is tiny; from a perturbed start the same actions miss the demonstration."""
+    standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
+    still = jnp.asarray(to_heading_frame(np.stack([replay(standing, np.zeros((H, 12)))] * B)), jnp.float32)
+    losses = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer,
+                                  FlowConfig(start_noise=s))[0]) for s in (0.0, 1.0)]
+    assert losses[0] < 1e-3 and losses[1] > 10 * losses[0], losses

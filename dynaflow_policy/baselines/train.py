@@ -70,6 +70,11 @@ class BaselineConfig:
     inverse_dynamics: InverseDynamicsConfig = InverseDynamicsConfig()
     """The inverse-dynamics MLP and its training."""
 
+    def __post_init__(self) -> None:
+        if self.train.flow.start_noise:
+            raise ValueError("flow.start_noise perturbs the start of DynaFlow's rollout; the state-space baseline "
+                             "has no rollout in its loss, so it must be 0")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
         return {"train": self.train.to_dict(), "random_play": dataclasses.asdict(self.random_play),

@@ -92,10 +92,6 @@ class FlowConfig:
         data pipeline and the policy read this flag and transform before and after.
       state_weights: per-dimension loss weights (37,), or None for uniform weights.
         Row 0 (the given x0) is always masked out on top of these.
-      start_noise: training only. Scale of a random perturbation of each window's
-        start state (``flow.START_PERTURBATION_STD`` per unit; 0 = none). The rollout
-        starts from the perturbed state and is still scored against the demonstration,
-        so the model learns to steer back to the data from states near it.
     """
 
     ode_steps: int = 1
@@ -103,7 +99,6 @@ class FlowConfig:
     noise_scale: float = 1.0
     heading_frame: bool = True
     state_weights: tuple[float, ...] | None = None
-    start_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.ode_steps, int) or self.ode_steps < 1:
@@ -112,8 +107,6 @@ class FlowConfig:
             raise ValueError(f"FlowConfig.t_clamp must be in (0, 1], got {self.t_clamp}")
         if self.noise_scale <= 0.0:
             raise ValueError(f"FlowConfig.noise_scale must be positive, got {self.noise_scale}")
-        if not self.start_noise >= 0.0:
-            raise ValueError(f"FlowConfig.start_noise must be >= 0, got {self.start_noise}")
         if self.state_weights is not None:
             object.__setattr__(self, "state_weights", tuple(float(w) for w in self.state_weights))
             if len(self.state_weights) != STATE_DIM:

@@ -51,7 +51,7 @@ def _start_perturbation_std() -> np.ndarray:
 
 
 START_PERTURBATION_STD = _start_perturbation_std()
-"""(37,) standard deviation, per unit of ``FlowConfig.start_noise``, of the perturbation of a window's
+"""(37,) standard deviation, per unit of ``start_noise``, of the perturbation of a window's
 heading-frame start state. A starting point, not tuned: ``start_noise`` scales it."""
 _START_STREAM = 1  # fold_in tag of the perturbation's key: the noise and times of a run without it are unchanged
 
@@ -92,7 +92,7 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
     Args:
       rng: PRNG key.
       x0: (B, 37) heading-frame start states, physical units.
-      scale: ``FlowConfig.start_noise``.
+      scale: ``start_noise``: multiplies :data:`START_PERTURBATION_STD`.
 
     Returns:
       (B, 37) perturbed states: base x, y unchanged, roll and pitch tilted (yaw unchanged to first order).
@@ -104,12 +104,12 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
 
 
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
-                  normalizer: Normalizer, config: FlowConfig,
-                  physics: PhysicsConfig = PHYSICS) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
+                  start_noise: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
-    with W from :func:`loss_weights` (row 0 masked); with ``config.start_noise`` the
+    with W from :func:`loss_weights` (row 0 masked); with ``start_noise`` > 0 the
     rollout starts from :func:`perturb_start` of x0 instead. Works under
     ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
 
@@ -122,6 +122,9 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       normalizer: state normaliser.
       config: flow config.
       physics: physics of the rollout (static).
+      start_noise: scale of the start-state perturbation (static; 0 = none). The
+        rollout starts from the perturbed state and is still scored against the
+        demonstration, so the model learns to steer back to the data from states near it.
 
     Returns:
       loss: scalar.
@@ -129,8 +132,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       the window's last state (errors grow along the horizon); ``train/action_rms``.
     """
     b, rows, _ = x1_window.shape
-    if config.start_noise > 0:
-        x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], config.start_noise)
+    if start_noise > 0:
+        x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], start_noise)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
     rng_noise, rng_t = jax.random.split(rng)
     x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)

@@ -268,7 +268,7 @@ def section_kinematic(args: Args) -> dict | None:
     from dynaflow_policy.data.kinematic import foot_positions
     from dynaflow_policy.metrics import sae_fitted_native, sae_native
     from envs.physics import FOOT_CONTACT_HEIGHT
-    from envs.task import GAITS, gait_sync
+    from envs.task import GAITS, body_linvel, gait_sync
 
     batch, normalizer, _ = held_out_windows(dataclasses.replace(args, windows=args.kinematic_windows),
                                             args.kinematic_data, {"dynaflow": args.dynaflow_kinematic})
@@ -295,8 +295,13 @@ def section_kinematic(args: Args) -> dict | None:
                     for i in range(args.episodes)]
         steps = sum(len(ep["contacts"]) for ep in episodes)
         falls = sum(ep["fell"] for ep in episodes)
+        contacts = np.concatenate([ep["contacts"] for ep in episodes])  # (steps, 4)
+        velocity = np.concatenate([body_linvel(ep["states"][1:])[:, :2] for ep in episodes])  # (steps, 2)
         gaits[gait] = {"reference": float(gait_sync(ref_contact, g).mean()),
-                       "executed": float(gait_sync(np.concatenate([ep["contacts"] for ep in episodes]), g).mean()),
+                       "executed": float(gait_sync(contacts, g).mean()),
+                       "reference_feet_in_air": float(1.0 - ref_contact.mean()),
+                       "feet_in_air": float(1.0 - contacts.mean()),
+                       "speed": float(np.linalg.norm(velocity, axis=1).mean()),
                        "command": [float(c) for c in command], "episodes": args.episodes, "falls": int(falls),
                        "falls_per_minute": falls / (steps * envs.PHYSICS.ctrl_dt / 60.0),
                        "survival_seconds": steps * envs.PHYSICS.ctrl_dt / args.episodes}
@@ -384,11 +389,16 @@ def report(args: Args, missing, offline, closed, latency, open_loop, kinematic, 
                      f"{kinematic['data_sae']:.3g}; SAE of DynaFlow's output: {kinematic['dynaflow_sae']:.3g}.\n")
         lines.append(f"Closed loop from the env's resting start, {args.episodes} episodes x {args.seconds:g} s "
                      "per gait, under the command of the gait's first held-out window. Contact-pattern score: "
-                     "`envs.task.gait_sync`, mean over the reference windows and over every executed step.\n")
-        lines.append("| gait | command (vx, vy, yaw rate) | contact-pattern score, reference | executed by DynaFlow "
-                     "| falls / min | survival (s) |\n|---|---|---|---|---|---|")
-        lines += [f"| {g} | ({', '.join(f'{c:.2f}' for c in d['command'])}) | {d['reference']:.2f} "
-                  f"| {d['executed']:.2f} | {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
+                     "`envs.task.gait_sync`, mean over the reference windows and over every executed step "
+                     "(standing on four feet scores 0.33 for trot, pace and bound, and 1 for pronk). Feet in "
+                     "the air: mean fraction of the four feet off the ground (0 when standing). Speed: mean "
+                     "horizontal body speed.\n")
+        lines.append("| gait | command (vx, vy, yaw rate) | contact-pattern score, reference / executed "
+                     "| feet in the air, reference / executed | speed (m/s) | falls / min | survival (s) |\n"
+                     "|---|---|---|---|---|---|---|")
+        lines += [f"| {g} | ({', '.join(f'{c:.2f}' for c in d['command'])}) | {d['reference']:.2f} / "
+                  f"{d['executed']:.2f} | {d['reference_feet_in_air']:.2f} / {d['feet_in_air']:.2f} "
+                  f"| {d['speed']:.2f} | {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
                   for g, d in kinematic["gaits"].items()]
     else:
         lines.append("Kinematic section not run: "

@@ -22,7 +22,6 @@ from dynaflow_policy.baselines.policy import StateFlowIDPolicy
 from dynaflow_policy.baselines.random_play import random_play
 from dynaflow_policy.baselines.state_flow import sample_states
 from dynaflow_policy.checkpoint import META_FILE, STATE_FILE, CheckpointError
-from dynaflow_policy.configs import FlowConfig
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
 from dynaflow_policy.data.schema import save_dataset
 from dynaflow_policy.frames import _turn, to_heading_frame
@@ -264,7 +263,7 @@ def test_policy_rejects_bad_observations(run, obs, bad, match):
 
 def test_start_noise_is_refused():
     with pytest.raises(ValueError, match="start_noise"):
-        baseline_train.BaselineConfig(train=baseline_train.TrainConfig(flow=FlowConfig(start_noise=1.0)))
+        baseline_train.BaselineConfig(train=baseline_train.TrainConfig(start_noise=1.0))
 
 
 def test_missing_truncated_or_foreign_checkpoints(run, tmp_path):

@@ -198,6 +198,6 @@ def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalize
     is tiny; from a perturbed start the same actions miss the demonstration."""
     standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
     still = jnp.asarray(to_heading_frame(np.stack([replay(standing, np.zeros((H, 12)))] * B)), jnp.float32)
-    losses = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer,
-                                  FlowConfig(start_noise=s))[0]) for s in (0.0, 1.0)]
+    losses = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
+                                  start_noise=s)[0]) for s in (0.0, 1.0)]
     assert losses[0] < 1e-3 and losses[1] > 10 * losses[0], losses

@@ -71,8 +71,8 @@ class BaselineConfig:
     """The inverse-dynamics MLP and its training."""
 
     def __post_init__(self) -> None:
-        if self.train.flow.start_noise:
-            raise ValueError("flow.start_noise perturbs the start of DynaFlow's rollout; the state-space baseline "
+        if self.train.start_noise:
+            raise ValueError("start_noise perturbs the start of DynaFlow's rollout; the state-space baseline "
                              "has no rollout in its loss, so it must be 0")
 
     def to_dict(self) -> dict[str, Any]:

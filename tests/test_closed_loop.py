@@ -6,7 +6,8 @@ import pytest
 
 import envs
 from dynaflow_policy.closed_loop import evaluate, evaluate_command, markdown_table, run_episode
-from envs.task import GAITS
+from envs.physics import STATE_DIM
+from envs.task import COMMAND_DIM, GAITS
 
 
 class Stand:
@@ -68,8 +69,9 @@ def test_episode_runs_the_given_gait_and_command():
     env.close()
     obs = np.stack(rec.obs)  # (5, 44): state, command, gait one-hot
     assert len(obs) == 5 and ep["contacts"].shape == (5, 4) and not ep["fell"]
-    np.testing.assert_allclose(obs[:, 37:40], np.tile([0.2, 0.0, 0.1], (5, 1)), atol=1e-7)
-    np.testing.assert_array_equal(obs[:, 40:], np.tile(np.eye(len(GAITS))[GAITS.index("pronk")], (5, 1)))
+    command, gait = obs[:, STATE_DIM:STATE_DIM + COMMAND_DIM], obs[:, STATE_DIM + COMMAND_DIM:]
+    np.testing.assert_allclose(command, np.tile([0.2, 0.0, 0.1], (5, 1)), atol=1e-7)
+    np.testing.assert_array_equal(gait, np.tile(np.eye(len(GAITS))[GAITS.index("pronk")], (5, 1)))
 
 
 def test_table_has_a_row_per_command():

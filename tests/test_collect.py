@@ -87,3 +87,46 @@ def test_pool_equals_in_process_with_falls_and_nonzero_actions(tmp_path):
     np.testing.assert_array_equal(a.expert_actions, b.expert_actions)
     assert np.abs(a.expert_actions).max() > 0.1
     assert a.metadata.extra["trajectory_indices"] == b.metadata.extra["trajectory_indices"]
+
+
+def _lift(x: np.ndarray, leg: int) -> np.ndarray:
+    """x (37,) with leg ``leg``'s knee folded 0.6 rad further: its foot rises by several cm."""
+    x = x.copy()
+    x[7 + 3 * leg + 2] -= 0.6
+    return x
+
+
+def test_first_swing_is_the_pair_of_the_first_foot_to_rise():
+    home = np.asarray(PHYSICS.home_state, np.float64)
+    still = np.repeat(home[None], 6, axis=0)
+    assert C.first_swing(still) is None
+    for leg, pair in [(0, "FR_RL"), (1, "FL_RR"), (2, "FL_RR"), (3, "FR_RL")]:
+        states = still.copy()
+        states[3:] = _lift(home, leg)
+        assert C.first_swing(states) == pair
+    states = still.copy()
+    states[2:] = _lift(home, 3)  # RL rises first, FL later and higher
+    states[4:] = _lift(_lift(home, 3), 1)
+    states[4:, 7 + 3 * 1 + 2] -= 0.2
+    assert C.first_swing(states) == "FR_RL"
+
+
+def test_first_swing_filter_keeps_only_that_pair(tmp_path):
+    from dynaflow_policy.data.collect import DEFAULT_EXPERT
+
+    cfg = C.CollectConfig(trajectories=4, seconds=0.6, init_linvel_std=0.0, init_angvel_std=0.0,
+                          init_joint_vel_std=0.0, first_swing="FR_RL")
+    ds, stats = C.collect(DEFAULT_EXPERT, cfg, workers=1, progress=False)
+    assert [C.first_swing(s) for s in ds.states] == ["FR_RL"] * 4
+    assert stats["other_first_swing"] > 0  # the shipped expert starts with either pair from rest
+    assert stats["attempts"] == 4 + stats["falls"] + stats["other_first_swing"]
+
+
+def test_first_swing_filter_that_never_matches_is_a_clear_error(standing_expert):
+    cfg = dataclasses.replace(SMALL, first_swing="FL_RR")  # a standing expert never swings
+    with pytest.raises(RuntimeError, match="did not swing FL_RR first"):
+        C.collect(standing_expert, cfg, workers=1, progress=False)
+    with pytest.raises(ValueError, match="first_swing"):
+        C.CollectConfig(first_swing="FR_FL")
+    with pytest.raises(ValueError, match="first_swing"):
+        C.CollectConfig(first_swing="FR_RL", gait="pace")

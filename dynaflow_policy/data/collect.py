@@ -12,7 +12,11 @@ observation of each state, in native MuJoCo (float64, the physics of
 
 A trajectory in which the robot falls (:func:`envs.task.is_fallen`) or the
 physics diverges is dropped and counted, not stored: the dataset holds
-walking, not recoveries. ``expert_actions[n, k]`` is the expert's action at
+walking, not recoveries. With ``first_swing`` set, a trajectory whose first
+swing (:func:`first_swing`) is the other diagonal pair is dropped and counted
+too: from rest the expert starts with either pair, depending on small details
+of the state, and a model that regresses the mean of the two stands still
+(see the README's note on starts from rest). ``expert_actions[n, k]`` is the expert's action at
 ``states[n, k]`` (for evaluating action recovery only; DynaFlow never trains
 on it).
 
@@ -50,6 +54,31 @@ DEFAULT_EXPERT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os
 """The expert shipped in ``checkpoints/``."""
 
 
+SWING_PAIRS: dict[str, tuple[int, int]] = {"FR_RL": (0, 3), "FL_RR": (1, 2)}
+"""The trot's diagonal foot pairs, as indices into the foot order FR, FL, RR, RL."""
+SWING_LIFT = 0.02
+"""Rise (m) of a foot site above its starting height that counts as a swing."""
+
+
+def first_swing(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> str | None:
+    """The diagonal pair (a key of :data:`SWING_PAIRS`) that swings first, or None if no foot swings.
+
+    At the first state where some foot site has risen :data:`SWING_LIFT` above
+    its height in ``states[0]``, the pair of the highest foot.
+
+    Args:
+      states: (T, 37) one trajectory.
+    """
+    from dynaflow_policy.data.kinematic import foot_positions
+
+    lift = foot_positions(states, physics)[:, :, 2] - foot_positions(states[:1], physics)[:, :, 2]  # (T, 4)
+    swinging = np.flatnonzero((lift >= SWING_LIFT).any(axis=1))
+    if swinging.size == 0:
+        return None
+    foot = int(np.argmax(lift[swinging[0]]))
+    return next(name for name, pair in SWING_PAIRS.items() if foot in pair)
+
+
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
     """What to roll out. Defaults give 420 x 10 s = 203,700 windows of H + 1 = 17 states."""
@@ -78,6 +107,12 @@ class CollectConfig:
     """Trajectory i uses seed (seed, i)."""
     max_fall_fraction: float = 0.5
     """Give up (RuntimeError) when more than this fraction of the attempts fall."""
+    first_swing: str | None = None
+    """Keep only trajectories whose first swing (:func:`first_swing`) is this pair of
+    :data:`SWING_PAIRS` (trot only); None keeps all."""
+    max_other_swing_fraction: float = 0.8
+    """With ``first_swing``: give up (RuntimeError) when more than this fraction of the attempts swing another
+    pair first, or none."""
 
     def __post_init__(self):
         if self.trajectories < 1:
@@ -90,7 +125,12 @@ class CollectConfig:
             raise ValueError(f"stand_probability must be in [0, 1], got {self.stand_probability}")
         if not 0.0 < self.max_fall_fraction < 1.0:
             raise ValueError(f"max_fall_fraction must be in (0, 1), got {self.max_fall_fraction}")
+        if not 0.0 < self.max_other_swing_fraction < 1.0:
+            raise ValueError(f"max_other_swing_fraction must be in (0, 1), got {self.max_other_swing_fraction}")
         gait_index(self.gait)
+        if self.first_swing is not None and (self.first_swing not in SWING_PAIRS or self.gait != "trot"):
+            raise ValueError(f"first_swing must be None or one of {sorted(SWING_PAIRS)} with gait 'trot', "
+                             f"got {self.first_swing!r} with gait {self.gait!r}")
 
     def n_states(self, physics: PhysicsConfig = PHYSICS) -> int:
         """T, states per trajectory."""
@@ -177,18 +217,27 @@ def _init_worker(expert_path: str, config: CollectConfig) -> None:
 
 
 def _trajectory(index: int):
-    """(index, states, commands, actions, ok) of trajectory ``index`` (seeded by (config.seed, index))."""
+    """(index, states, commands, actions, outcome) of trajectory ``index`` (seeded by (config.seed, index)).
+
+    outcome: "kept", "fell", or "other_first_swing" (``config.first_swing`` not matched).
+    """
     config: CollectConfig = _WORKER["config"]
     rng = np.random.default_rng((config.seed, index))
     commands = command_schedule(rng, config.n_states(), config)
     x0 = initial_state(rng, config)
     states, actions, ok = rollout_expert(_WORKER["expert"], x0, commands, gait_index(config.gait))
-    return index, states, commands, actions, ok
+    if not ok:
+        outcome = "fell"
+    elif config.first_swing is not None and first_swing(states) != config.first_swing:
+        outcome = "other_first_swing"
+    else:
+        outcome = "kept"
+    return index, states, commands, actions, outcome
 
 
 def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfig(), workers: int | None = None,
             progress: bool = True) -> tuple[Dataset, dict]:
-    """Rolls out the expert until ``config.trajectories`` trajectories without a fall are collected.
+    """Rolls out the expert until ``config.trajectories`` trajectories are kept (no fall, the asked first swing).
 
     Args:
       expert_path: PPO expert checkpoint (``load_expert`` reads it).
@@ -198,11 +247,13 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
 
     Returns:
       (dataset, stats): the dataset (source ``"ppo_expert"``) and a dict with
-      ``attempts``, ``falls`` and ``seconds`` (wall time of the rollouts).
+      ``attempts``, ``falls``, ``other_first_swing`` (dropped by ``config.first_swing``)
+      and ``seconds`` (wall time of the rollouts).
 
     Raises:
       CheckpointError: the expert cannot be loaded.
-      RuntimeError: more than ``config.max_fall_fraction`` of the attempts fell.
+      RuntimeError: more than ``config.max_fall_fraction`` of the attempts fell, or more than
+        ``config.max_other_swing_fraction`` swung another pair first.
     """
     from tqdm import tqdm
 
@@ -212,7 +263,7 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     workers = workers or os.cpu_count() or 1
     _init_worker(expert_path, config)  # fails here, in the caller, on a bad checkpoint
     kept: dict[int, tuple] = {}
-    falls = 0
+    falls = other_first_swing = 0
     attempts = 0
     next_index = 0
     t0 = time.perf_counter()
@@ -224,16 +275,21 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
             batch = range(next_index, next_index + (config.trajectories - len(kept)))
             next_index = batch.stop
             results = pool.imap_unordered(_trajectory, batch) if pool else map(_trajectory, batch)
-            for index, states, commands, actions, ok in results:
+            for index, states, commands, actions, outcome in results:
                 attempts += 1
-                if ok:
+                if outcome == "kept":
                     kept[index] = (states, commands, actions)
                     bar.update(1)
-                else:
+                elif outcome == "fell":
                     falls += 1
+                else:
+                    other_first_swing += 1
             if falls > config.max_fall_fraction * attempts:
                 raise RuntimeError(f"{falls} of {attempts} expert rollouts fell: the expert at {expert_path} "
                                    f"cannot walk these commands; narrow command_ranges or retrain it")
+            if other_first_swing > config.max_other_swing_fraction * attempts:
+                raise RuntimeError(f"{other_first_swing} of {attempts} expert rollouts did not swing "
+                                   f"{config.first_swing} first: the expert at {expert_path} rarely starts that way")
     finally:
         bar.close()
         if pool is not None:
@@ -244,7 +300,7 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     commands = np.stack([kept[i][1] for i in order])
     actions = np.stack([kept[i][2] for i in order])
     gait = np.full(len(order), gait_index(config.gait), np.int32)
-    stats = {"attempts": attempts, "falls": falls, "seconds": seconds}
+    stats = {"attempts": attempts, "falls": falls, "other_first_swing": other_first_swing, "seconds": seconds}
     extra = {"expert": _portable_path(expert_path),
              "expert_step": _WORKER["expert"].meta.get("step"), "collect_config": dataclasses.asdict(config),
              "trajectory_indices": order, **stats}
@@ -305,7 +361,8 @@ def main(args: Args) -> Dataset:
     windows = ds.n_trajectories * max(ds.n_steps - horizon, 0)
     print(f"wrote {args.out}: N={ds.n_trajectories} trajectories x T={ds.n_steps} states = {windows:,d} windows "
           f"of {horizon + 1} states; {os.path.getsize(args.out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
-          f"{stats['falls']} fell and were dropped; rollouts took {stats['seconds']:.1f} s")
+          f"{stats['falls']} fell and {stats['other_first_swing']} swung the other pair first, all dropped; "
+          f"rollouts took {stats['seconds']:.1f} s")
     if report:
         print(f"SAE on {report['windows']} windows: native {report['sae_native']:.3g}, MJX float32 "
               f"{report['sae_mjx']:.3g}")

@@ -23,6 +23,11 @@ Metrics of one command (:class:`CommandResult`), over all episodes:
   such as a turn in place).
 - ``foot_slip``: mean horizontal speed (m/s) of feet in contact at both ends of a step.
 - ``survival_seconds``: mean episode length (s).
+- ``reached_half_command``: fraction of episodes whose mean velocity after the first
+  ``settle_seconds``, projected on the command, ``mean(v . c) / |c|^2`` with v =
+  (vx, vy, yaw rate) as in the RMSEs, is at least one half (NaN for the zero
+  command). It tells a controller that tracks slowly from one that, in some
+  episodes, never gets going from the resting start.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class CommandResult:
     energy_per_meter: float
     foot_slip: float
     survival_seconds: float
+    reached_half_command: float
 
 
 def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
@@ -140,13 +146,15 @@ def evaluate_command(controller: Controller, command: Sequence[float], episodes:
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / PHYSICS.ctrl_dt)))
     settle = int(round(settle_seconds / PHYSICS.ctrl_dt))
     c = np.asarray(command, np.float64)
-    errors, torque, power, slip, falls, steps, path = [], [], [], [], 0, 0, 0.0
+    errors, torque, power, slip, falls, steps, path, progress = [], [], [], [], 0, 0, 0.0, []
     try:
         for i in range(episodes):
             ep = run_episode(env, controller, command, seconds, seed + i)
             X = ep["states"][1:]  # (T, 37)
             tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
             errors.append(tracking_errors(tracked, c)[settle:])
+            if np.any(c):  # an episode that fell before settling made no progress
+                progress.append(float(np.mean((errors[-1] + c) @ c)) / float(c @ c) if len(errors[-1]) else 0.0)
             torque.append(np.abs(ep["torques"]).mean(axis=1))
             power.append(ep["power"])
             slip.append(foot_slip(ep["states"], ep["contacts"]))
@@ -168,7 +176,8 @@ def evaluate_command(controller: Controller, command: Sequence[float], episodes:
         energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / path)
                           if np.linalg.norm(c[:2]) > 0.05 and path > 0.05 else float("nan")),
         foot_slip=float(slip_all.mean()) if len(slip_all) else float("nan"),
-        survival_seconds=sim_seconds / episodes)
+        survival_seconds=sim_seconds / episodes,
+        reached_half_command=float(np.mean(np.array(progress) >= 0.5)) if progress else float("nan"))
 
 
 def evaluate(controller: Controller, commands: dict[str, Sequence[float]] = EXPERT_COMMANDS, episodes: int = 20,
@@ -181,10 +190,11 @@ def markdown_table(results: dict[str, CommandResult]) -> str:
     """The results as a Markdown table, one row per command."""
     lines = ["| command (vx, vy, yaw rate) | falls / episode | falls / min | survival (s) | vx RMSE (m/s) "
              "| vy RMSE (m/s) | yaw-rate RMSE (rad/s) | mean torque (N m) | mean power (W) | energy (J/m) "
-             "| foot slip (m/s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| foot slip (m/s) | reached half the command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} {r.command} | {r.falls_per_episode:.2f} | {r.falls_per_minute:.2f} | "
                      f"{r.survival_seconds:.1f} | {r.vx_rmse:.3f} | {r.vy_rmse:.3f} | {r.yaw_rate_rmse:.3f} | "
-                     f"{r.mean_torque:.2f} | {r.mean_power:.1f} | {r.energy_per_meter:.0f} | {r.foot_slip:.3f} |")
+                     f"{r.mean_torque:.2f} | {r.mean_power:.1f} | {r.energy_per_meter:.0f} | {r.foot_slip:.3f} | "
+                     f"{r.reached_half_command:.2f} |")
     return "\n".join(lines)

@@ -42,9 +42,30 @@ def test_standing_controller_tracks_zero_and_misses_a_speed_command_by_its_size(
     assert 0 < still.mean_torque < 10  # holding 12.7 kg up takes a few N m per joint
     assert still.foot_slip < 0.05  # feet planted
     assert np.isnan(still.energy_per_meter)  # no translation asked for
+    assert np.isnan(still.reached_half_command)  # no command to reach
     moving = evaluate_command(stand, (0.5, 0.0, -0.4), episodes=2, seconds=2.0)
     assert moving.vx_rmse == pytest.approx(0.5, abs=0.05)  # standing still misses 0.5 m/s by 0.5 m/s
     assert moving.yaw_rate_rmse == pytest.approx(0.4, abs=0.05)
+    assert moving.reached_half_command == 0
+
+
+def test_reached_half_command_counts_the_episodes_that_get_going():
+    """An expert that walks in the even episodes and stands in the odd ones: half of them reach the command."""
+    from dynaflow_policy.data.collect import DEFAULT_EXPERT
+    from dynaflow_policy.experts import load_expert
+
+    class EveryOther:
+        def __init__(self):
+            self.expert, self.episode = load_expert(DEFAULT_EXPERT), -1
+
+        def act(self, obs):
+            return self.expert.act(obs) if self.episode % 2 == 0 else np.zeros(12, np.float32)
+
+        def reset(self):
+            self.episode += 1
+
+    r = evaluate_command(EveryOther(), (0.6, 0.0, 0.0), episodes=4, seconds=2.0)
+    assert r.reached_half_command == 0.5 and r.falls_per_episode == 0
 
 
 def test_falls_are_counted_and_end_the_episode():

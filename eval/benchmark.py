@@ -111,6 +111,27 @@ def state_flow_generator(policy) -> Generator:
     return generate
 
 
+HELD_COMMAND_ROW = "PPO expert told only the first command (held for H steps)"
+
+
+def held_command_generator(expert, horizon: int) -> Generator:
+    """The demonstrator told only (x0, c): the expert in native MuJoCo with the command held at c for H steps.
+
+    The demonstrations' commands change within a window, so this is the TRE of
+    the demonstrator itself when it knows what a conditional model is given.
+    """
+    from dynaflow_policy.data.collect import rollout_expert
+
+    def generate(x0, command, gait):
+        states, actions, ok = rollout_expert(expert, np.asarray(x0, np.float64),
+                                             np.repeat(np.asarray(command, np.float32)[None], horizon + 1, 0), gait)
+        if not ok:
+            raise RuntimeError("the expert fell in a held-out window with its command held")
+        return states, actions[:horizon]
+
+    return generate
+
+
 def load_methods(args: Args) -> tuple[dict, dict, list[str]]:
     """(controllers name -> controller, generators name -> Generator, notes on what did not run)."""
     from dynaflow_policy import DynaFlowPolicy
@@ -201,15 +222,19 @@ def held_out_windows(args: Args, data_path: str, checkpoints: dict[str, str | No
     return held.batch(idx), normalizer, rule
 
 
-def section_offline(generators: dict, batch: dict, normalizer) -> list[dict]:
+def section_offline(generators: dict, batch: dict, normalizer, expert=None) -> list[dict]:
+    """Rows of section 1; with ``expert``, also the demonstrator with the window's first command held."""
     from dynaflow_policy.metrics import action_recovery_rmse, sae_native, tre
 
     X_ref = batch["states"].astype(np.float64)  # (B, H+1, 37)
+    horizon = X_ref.shape[1] - 1
     rows = []
     if "expert_actions" in batch:
         rows.append({"method": "demonstrations (expert actions)",
                      "sae": sae_native(X_ref, batch["expert_actions"], normalizer), "tre": 0.0,
                      "action_rmse": 0.0})
+    if expert is not None:
+        generators = {HELD_COMMAND_ROW: held_command_generator(expert, horizon), **generators}
     for name, generate in generators.items():
         out = [generate(x[0], c, g) for x, c, g in zip(X_ref, batch["command"], batch["gait"])]
         X = np.stack([o[0] for o in out])
@@ -423,7 +448,7 @@ def main(args: Args) -> str:
                                                                      "state_flow": args.state_flow})
         windows = (batch["states"].shape[0], batch["states"].shape[1] - 1, rule)
         print("section 1: held-out windows", file=sys.stderr)
-        offline = section_offline(generators, batch, normalizer)
+        offline = section_offline(generators, batch, normalizer, controllers.get("PPO expert"))
         print("section 3: open loop", file=sys.stderr)
         open_loop = section_open_loop(generators, batch, normalizer, args)
     else:

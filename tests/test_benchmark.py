@@ -51,7 +51,7 @@ def test_report_has_every_section_and_the_missing_method(run):
         assert os.path.getsize(os.path.join(args.out, name)) > 100
 
 
-def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
+def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run, bench):
     _, args = run
     with open(os.path.join(args.out, "benchmark.json")) as f:
         result = json.load(f)
@@ -59,6 +59,8 @@ def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
     assert rows["demonstrations (expert actions)"]["sae"] < 1e-4
     assert rows["DynaFlow (1 ODE step)"]["sae"] < 1e-6  # its states are the rollout of its actions
     assert rows["DynaFlow (1 ODE step)"]["tre"] > 0  # an untrained model does not reproduce the demonstration
+    held = rows[bench.HELD_COMMAND_ROW]  # the standing expert ignores the command: it replays the data
+    assert held["tre"] < 1e-9 and held["action_rmse"] == 0 and held["sae"] < 1e-4
     drift = np.array(result["open_loop"]["DynaFlow (1 ODE step)"]["position"])
     assert drift.shape == (21,) and drift.max() < 1e-6
     kin = result["kinematic"]

@@ -130,3 +130,18 @@ def test_first_swing_filter_that_never_matches_is_a_clear_error(standing_expert)
         C.CollectConfig(first_swing="FR_FL")
     with pytest.raises(ValueError, match="first_swing"):
         C.CollectConfig(first_swing="FR_RL", gait="pace")
+
+
+def test_settle_brings_the_robot_to_rest_on_its_feet():
+    from dynaflow_policy.data.kinematic import foot_positions
+
+    cfg = C.CollectConfig(init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0)
+    x0 = C.initial_state(np.random.default_rng(0), cfg)
+    feet_z = foot_positions(x0[None])[0, :, 2]
+    assert np.ptp(feet_z) > 0.01  # joint noise: the feet start at different heights, some in the floor
+    x = C.settle(x0, 1.0)
+    assert np.abs(x[19:]).max() < 0.2 and not is_fallen(x)  # standing still
+    assert np.ptp(foot_positions(x[None])[0, :, 2]) < 0.003  # all four feet on the floor
+    np.testing.assert_array_equal(C.settle(x0, 0.0), x0)
+    with pytest.raises(ValueError, match="settle_seconds"):
+        C.CollectConfig(settle_seconds=-1.0)

@@ -16,9 +16,13 @@ walking, not recoveries. With ``first_swing`` set, a trajectory whose first
 swing (:func:`first_swing`) is the other diagonal pair is dropped and counted
 too: from rest the expert starts with either pair, depending on small details
 of the state, and a model that regresses the mean of the two stands still
-(see the README's note on starts from rest). ``expert_actions[n, k]`` is the expert's action at
-``states[n, k]`` (for evaluating action recovery only; DynaFlow never trains
-on it).
+(see the README's note on starts from rest). With ``settle_seconds`` the
+default pose is held that long before the expert takes over, so the trajectory
+starts standing still on four feet, the state a controller sits in when it has
+not got going; the expert never stands still, so other data has no such state.
+
+``expert_actions[n, k]`` is the expert's action at ``states[n, k]`` (for
+evaluating action recovery only; DynaFlow never trains on it).
 
 Work is spread over processes (one trajectory each task, a seed per
 trajectory), so the output depends on ``seed`` only, not on ``workers``.
@@ -103,6 +107,9 @@ class CollectConfig:
     """Std (rad/s) of the initial base angular velocity, per axis."""
     init_joint_vel_std: float = 1.0
     """Std (rad/s) of the initial joint velocities."""
+    settle_seconds: float = 0.0
+    """Before the expert takes over, hold the default pose (action 0) this long from the initial
+    state, so that the trajectory starts standing still on its feet (0: start at the initial state)."""
     seed: int = 0
     """Trajectory i uses seed (seed, i)."""
     max_fall_fraction: float = 0.5
@@ -125,6 +132,8 @@ class CollectConfig:
             raise ValueError(f"stand_probability must be in [0, 1], got {self.stand_probability}")
         if not 0.0 < self.max_fall_fraction < 1.0:
             raise ValueError(f"max_fall_fraction must be in (0, 1), got {self.max_fall_fraction}")
+        if not self.settle_seconds >= 0.0:
+            raise ValueError(f"settle_seconds must be >= 0, got {self.settle_seconds}")
         if not 0.0 < self.max_other_swing_fraction < 1.0:
             raise ValueError(f"max_other_swing_fraction must be in (0, 1), got {self.max_other_swing_fraction}")
         gait_index(self.gait)
@@ -171,6 +180,17 @@ def initial_state(rng: np.random.Generator, config: CollectConfig, physics: Phys
     x[BASE_ANGVEL] = rng.normal(0.0, config.init_angvel_std, 3)
     x[JOINT_VEL] = rng.normal(0.0, config.init_joint_vel_std, ACTION_DIM)
     return x
+
+
+def settle(x0: np.ndarray, seconds: float, physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+    """(37,) the state after holding the default pose (action 0) for ``seconds`` from ``x0`` (37,), native MuJoCo."""
+    from envs.native import NativeGo1
+
+    sim = NativeGo1(physics)
+    sim.set_state(x0)
+    for _ in range(int(round(seconds / physics.ctrl_dt))):
+        sim.step(np.zeros(ACTION_DIM))
+    return sim.state()
 
 
 def rollout_expert(expert, x0: np.ndarray, commands: np.ndarray, gait: int,
@@ -225,6 +245,8 @@ def _trajectory(index: int):
     rng = np.random.default_rng((config.seed, index))
     commands = command_schedule(rng, config.n_states(), config)
     x0 = initial_state(rng, config)
+    if config.settle_seconds > 0:
+        x0 = settle(x0, config.settle_seconds)
     states, actions, ok = rollout_expert(_WORKER["expert"], x0, commands, gait_index(config.gait))
     if not ok:
         outcome = "fell"

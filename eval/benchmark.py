@@ -18,9 +18,13 @@ Sections (metrics of DESIGN.md, :mod:`dynaflow_policy.metrics` and
 1. Held-out demonstration windows (the trajectories the checkpoint's own
    train / held-out split kept out): SAE of the data and of each generator's
    (states, actions), TRE against the demonstration, action recovery RMSE
-   against the expert's held-out actions.
+   against the expert's held-out actions. A reference row replays the PPO
+   expert from each window's x0 with the window's first command held: the
+   commands change within a window, so this is the TRE of the demonstrator
+   itself when it knows only what a model conditioned on (x0, c) is told.
 2. Closed loop: falls per minute, vx / yaw-rate tracking RMSE, torque,
-   energy per metre, foot slip, ``act()`` latency (mean per control step and p99).
+   energy per metre, foot slip, the fraction of episodes that reached half the
+   command, ``act()`` latency (mean per control step and p99).
 3. Open loop, long horizon: from held-out start states, each generator plans
    H steps, the next plan starts at the last planned state, for 5 s with no
    feedback; the chained actions are then executed in native MuJoCo. Drift =

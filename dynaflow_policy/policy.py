@@ -47,8 +47,8 @@ Chosen by ``python eval/execute_steps_sweep.py --episodes 10`` on the shipped
 ``checkpoints/dynaflow_go1_expert`` (step 19,000): 1, 2, 4 and 8 gave no falls
 in 120 episodes each, and mean vx RMSE 0.49, 0.51, 0.35 and 0.48 m/s; 4 tracks
 best, and plans once per 80 ms (0.40 ms per ``act()`` on average). On step
-26,000 the same sweep gave 25, 8, 0 and 0 falls in 40 episodes and vx RMSE 0.36,
-0.30, 0.19 and 0.13 m/s: 8 now tracks best. The default stays 4 because the
+30,000 the same sweep gave 27, 15, 0 and 0 falls in 40 episodes and vx RMSE 0.37,
+0.15, 0.11 and 0.11 m/s (yaw-rate RMSE 0.14 with 4, 0.10 with 8): 8 now ranks first. The default stays 4 because the
 kinematic checkpoint and the state-space baseline share it and were measured at 4."""
 
 

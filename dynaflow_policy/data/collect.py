@@ -75,7 +75,8 @@ def first_swing(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> str | N
     """
     from dynaflow_policy.data.kinematic import foot_positions
 
-    lift = foot_positions(states, physics)[:, :, 2] - foot_positions(states[:1], physics)[:, :, 2]  # (T, 4)
+    z = foot_positions(states, physics)[:, :, 2]  # (T, 4)
+    lift = z - z[0]
     swinging = np.flatnonzero((lift >= SWING_LIFT).any(axis=1))
     if swinging.size == 0:
         return None

@@ -298,6 +298,47 @@ def resolve(path: str | os.PathLike) -> str:
     return path
 
 
+KIND_KEY = "kind"
+"""``config.json`` key naming what a checkpoint holds; its value is one of :data:`KINDS`."""
+
+KINDS = ("dynaflow", "state_flow", "ppo")
+"""Checkpoint kinds: a DynaFlow model (training state or exported EMA weights), the state-flow +
+inverse-dynamics baseline, and the Brax PPO expert."""
+
+_LEGACY_KINDS = (("model", "state_flow_inverse_dynamics", "state_flow"), ("kind", "ppo-expert", "ppo"))
+"""(key, value, kind) markers of checkpoints written before :data:`KIND_KEY`; DynaFlow wrote none."""
+
+
+def kind_of_meta(meta: dict[str, Any], path: str | os.PathLike = "<meta>") -> str:
+    """The kind (one of :data:`KINDS`) of a checkpoint's parsed ``config.json``, old markers included.
+
+    Raises:
+      CheckpointError: an unknown kind, naming ``path`` and the kinds this code knows.
+    """
+    for key, value, kind in _LEGACY_KINDS:
+        if meta.get(key) == value:
+            return kind
+    kind = meta.get(KIND_KEY, "dynaflow" if "train_config" in meta else None)
+    if kind not in KINDS:
+        raise CheckpointError(f"{os.fspath(path)}: unknown checkpoint kind {kind!r} in {META_FILE}; "
+                              f"this code knows {list(KINDS)}")
+    return kind
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """The kind of the checkpoint :func:`resolve` finds at ``path`` (one of :data:`KINDS`).
+
+    Raises:
+      CheckpointError: no checkpoint there (naming what was looked for), an unreadable
+        ``config.json``, or an unknown kind.
+    """
+    resolved = resolve(path)
+    if not os.path.isfile(os.path.join(resolved, META_FILE)):
+        raise CheckpointError(f"no checkpoint at {os.fspath(path)}: looked for {META_FILE} and {STATE_FILE} in it, "
+                              "in a numbered step directory under it, and under its checkpoints/ directory")
+    return kind_of_meta(read_meta(resolved), resolved)
+
+
 def checkpoint_to_resume(workdir: str | os.PathLike, resume: bool) -> str | None:
     """The newest checkpoint under ``<workdir>/checkpoints`` to continue from, or None for a fresh run.
 

@@ -16,6 +16,9 @@ first (q and -q are the same rotation).
   normalised error between generated and reference windows, rows 1..H (row 0
   is the shared x0).
 - Action recovery: RMSE (action units) of inferred against expert actions.
+- Centroidal violation (:func:`centroidal_violation`): per step, how far the
+  centre of mass's acceleration is from what gravity and foot forces inside
+  the friction cone allow, in units of g; a necessary condition, exact, no fit.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 
 from dynaflow_policy.normalizer import Normalizer
 from envs.dynamics import step
+from envs.kinematics import foot_positions
 from envs.native import NativeGo1
-from envs.physics import ACTION_DIM, BASE_QUAT, JOINT_POS, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_POS, NQ, PHYSICS,
+                          STATE_DIM, PhysicsConfig, load_mj_model)
 
 Array = Union[np.ndarray, jax.Array]
 """A numpy or JAX array."""
@@ -135,7 +141,7 @@ _FIT_TOL = 1e-16
 
 
 def _fit_action_lm(residual: Callable[[np.ndarray], np.ndarray], u: np.ndarray, iterations: int,
-                   action_bound: float) -> tuple[np.ndarray, float]:
+                   action_bound: float, tolerance: float = _FIT_TOL) -> tuple[np.ndarray, float]:
     """Levenberg-Marquardt from u (12,) on ``residual(u) -> (37,)``; returns the final u and its squared norm.
 
     The Jacobian is a forward difference (12 extra evaluations); a step is kept
@@ -145,7 +151,7 @@ def _fit_action_lm(residual: Callable[[np.ndarray], np.ndarray], u: np.ndarray, 
     r = residual(u)
     cost, damping = float(r @ r), 1e-3
     for _ in range(iterations):
-        if cost < _FIT_TOL:
+        if cost < tolerance:
             break
         jac = np.stack([(residual(u + eps * e) - r) / eps for e in np.eye(ACTION_DIM)], axis=1)  # (37, 12)
         a, g = jac.T @ jac, jac.T @ r  # (12, 12), (12,)
@@ -164,7 +170,7 @@ def _fit_action_lm(residual: Callable[[np.ndarray], np.ndarray], u: np.ndarray, 
 
 def fit_actions_native(x_k: Array, x_next: Array, normalizer_or_scale: Normalizer | Array, starts: int = 8,
                        iterations: int = 10, action_bound: float = 1.0, seed: int = 0,
-                       physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+                       physics: PhysicsConfig = PHYSICS, tolerance: float = _FIT_TOL) -> np.ndarray:
     """Per transition, the action whose simulated step lands closest to the next state.
 
     Minimises ``|| state_residual(step(x_k, u), x_next, std) ||^2`` over u in
@@ -193,6 +199,10 @@ def fit_actions_native(x_k: Array, x_next: Array, normalizer_or_scale: Normalize
         the range the DiT can output.
       seed: seed of the random starts.
       physics: physics config.
+      tolerance: squared normalised residual at which a fit counts as exact: the
+        solver and the starts stop there. The default asks for float64 exactness;
+        data stored in float32 cannot fit closer than its rounding (about 1e-11),
+        so a looser value lets such transitions stop after the first good start.
 
     Returns:
       (N, 12) float64 actions.
@@ -220,10 +230,10 @@ def fit_actions_native(x_k: Array, x_next: Array, normalizer_or_scale: Normalize
         for i in range(starts):
             u0 = guesses[i] if i < len(guesses) else np.clip(
                 kinematic + 0.5 * rng.standard_normal(ACTION_DIM), -action_bound, action_bound)
-            u, cost = _fit_action_lm(residual, u0, iterations, action_bound)
+            u, cost = _fit_action_lm(residual, u0, iterations, action_bound, tolerance)
             if cost < best_cost:
                 best_u, best_cost = u, cost
-            if best_cost < _FIT_TOL:
+            if best_cost < tolerance:
                 break
         out[n] = best_u
     return out
@@ -294,3 +304,46 @@ def action_recovery_rmse(U_hat: Array, U_expert: Array) -> Array:
     """RMSE over all entries of inferred actions U_hat against expert actions U_expert (B, H, 12); a scalar array."""
     d = U_hat - U_expert
     return (d * d).mean() ** 0.5
+
+
+def centroidal_violation(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+    """Per-step violation of the centroidal necessary condition of feasibility, in units of g.
+
+    Whatever the actions, the centre of mass obeys m a_com = m g + (sum of
+    contact forces). The pyramidal cone (condim 3) makes each contact force a
+    non-negative combination of the edges n +- mu t_i, so |f_t1| + |f_t2| <= mu f_n
+    and hence |f_xy| <= mu f_z on the flat floor, for any orientation of the
+    tangent axes; sums and time averages of such forces obey the same bound.
+    With a_com from second differences of the COM (MuJoCo forward kinematics
+    of x_{k-1}, x_k, x_{k+1}), the violation is the distance of a_com - g from
+    that cone, or its norm when no foot is within
+    ``envs.physics.FOOT_CONTACT_HEIGHT`` of the floor in any of the three
+    states. mu is the larger friction of the floor and the foot geoms. Zero is
+    necessary for feasibility, not sufficient: a lower bound on infeasibility.
+
+    Args:
+      states: (T, 37) consecutive states at the control rate.
+      physics: physics config (model, control period).
+
+    Returns:
+      (T-2,) violation (units of g) at steps 1..T-2.
+    """
+    m = load_mj_model(physics)
+    d = mujoco.MjData(m)
+    mu = float(max(m.geom_friction[m.geom("floor").id, 0], m.geom_friction[m.geom(FOOT_SITES[0]).id, 0]))
+    g = -float(m.opt.gravity[2])
+    states = np.asarray(states, np.float64)
+    com = np.empty((len(states), 3))
+    for k, x in enumerate(states):
+        d.qpos[:] = x[:NQ]
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        com[k] = d.subtree_com[1]  # body 1 = trunk: the whole robot
+    near = (foot_positions(states, physics)[..., 2] < FOOT_CONTACT_HEIGHT).any(-1)  # (T,)
+    can_push = near[2:] | near[1:-1] | near[:-2]  # (T-2,)
+    force = (com[2:] - 2 * com[1:-1] + com[:-2]) / physics.ctrl_dt**2 + np.array([0.0, 0.0, g])  # (T-2, 3) / mass
+    fn, ft = force[:, 2], np.linalg.norm(force[:, :2], axis=-1)
+    to_cone = np.where(ft <= mu * fn, 0.0,  # inside
+                       np.where(mu * ft <= -fn, np.hypot(ft, fn),  # in the polar cone: distance to the apex
+                                (ft - mu * fn) / np.sqrt(1.0 + mu**2)))  # distance to the cone's surface
+    return np.where(can_push, to_cone, np.linalg.norm(force, axis=-1)) / g

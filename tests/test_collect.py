@@ -37,6 +37,25 @@ def test_command_schedule_is_smooth_and_in_range():
     assert np.unique(knots[:, 0]).size > 5  # knots really vary
 
 
+def test_held_commands_hold_then_ramp_smoothly():
+    cfg = C.CollectConfig(command_knot_seconds=3.0, command_transition_seconds=0.5, single_axis_probability=0.5,
+                          stand_probability=0.0)
+    cmd = C.command_schedule(np.random.default_rng(1), 1501, cfg)  # 30 s: 10 intervals of 150 steps
+    intervals = cmd[:1500].reshape(10, 150, 3)
+    assert np.all(intervals[:, :126] == intervals[:, :1])  # held for 2.5 s (125 steps after the knot)
+    assert np.any(intervals[:, 126:] != intervals[:, :1])  # then ramps over the last 0.5 s
+    r = CommandRanges()
+    # cosine ramp over 25 steps: the largest change per step is pi/2 * range / 25
+    assert np.all(np.abs(np.diff(cmd, axis=0)).max(axis=0) <= np.pi / 2 * (r.high - r.low) / 25 + 1e-6)
+    nonzero = (intervals[:, 0] != 0).sum(axis=1)  # (10,) components set per held command
+    assert set(nonzero.tolist()) == {1, 3}  # pure single-axis commands and combined ones
+
+
+def test_a_transition_longer_than_the_knot_interval_is_refused():
+    with pytest.raises(ValueError, match="command_transition_seconds"):
+        C.CollectConfig(command_knot_seconds=1.0, command_transition_seconds=2.0)
+
+
 def test_dataset_fields_and_metadata(collected):
     ds, stats = collected
     T = SMALL.n_states()

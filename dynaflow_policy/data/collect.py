@@ -98,6 +98,12 @@ class CollectConfig:
     """Uniform ranges of the command knots."""
     command_knot_seconds: float = 2.0
     """Seconds between command knots."""
+    command_transition_seconds: float | None = None
+    """Seconds of the cosine ramp from one knot to the next; the command holds each knot for the rest
+    of the interval. None ramps over the whole interval (commands that never hold still)."""
+    single_axis_probability: float = 0.0
+    """Probability that a knot keeps only one of its three components (chosen uniformly), so the
+    data holds pure forward or backward walking, pure sideways walking and turning in place."""
     stand_probability: float = 0.1
     """Probability that a knot is the zero command."""
     init_joint_noise: float = INIT_JOINT_NOISE
@@ -129,6 +135,12 @@ class CollectConfig:
             raise ValueError(f"seconds must be at least two control steps, got {self.seconds}")
         if not self.command_knot_seconds > 0:
             raise ValueError(f"command_knot_seconds must be positive, got {self.command_knot_seconds}")
+        if self.command_transition_seconds is not None and not (
+                0 < self.command_transition_seconds <= self.command_knot_seconds):
+            raise ValueError(f"command_transition_seconds must be in (0, command_knot_seconds="
+                             f"{self.command_knot_seconds}], got {self.command_transition_seconds}")
+        if not 0.0 <= self.single_axis_probability <= 1.0:
+            raise ValueError(f"single_axis_probability must be in [0, 1], got {self.single_axis_probability}")
         if not 0.0 <= self.stand_probability <= 1.0:
             raise ValueError(f"stand_probability must be in [0, 1], got {self.stand_probability}")
         if not 0.0 < self.max_fall_fraction < 1.0:
@@ -149,24 +161,36 @@ class CollectConfig:
 
 def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConfig,
                      physics: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """Smooth random commands.
+    """Random commands that change smoothly (C1, no jumps).
+
+    Knots are drawn every ``config.command_knot_seconds``: uniform in the command
+    ranges, zero with probability ``stand_probability``, and reduced to one
+    component with probability ``single_axis_probability``. The command holds
+    knot i and then follows a cosine ramp to knot i + 1 over the last
+    ``command_transition_seconds`` of the interval (over all of it when None).
 
     Args:
       rng: random generator.
       n_steps: T, commands to return (one per state).
 
     Returns:
-      (T, 3) float32 commands (vx m/s, vy m/s, yaw rate rad/s): cosine
-      interpolation between knots every ``config.command_knot_seconds``.
+      (T, 3) float32 commands (vx m/s, vy m/s, yaw rate rad/s).
     """
     knot_steps = config.command_knot_seconds / physics.ctrl_dt
     n_knots = int(math.ceil((n_steps - 1) / knot_steps)) + 1
     ranges = config.command_ranges
     knots = rng.uniform(ranges.low, ranges.high, (n_knots, COMMAND_DIM))
     knots[rng.random(n_knots) < config.stand_probability] = 0.0
+    if config.single_axis_probability > 0:  # drawn only when asked for: other datasets keep their random stream
+        single = rng.random(n_knots) < config.single_axis_probability  # (K,)
+        keep = np.eye(COMMAND_DIM, dtype=bool)[rng.integers(0, COMMAND_DIM, n_knots)]  # (K, 3)
+        knots[single] = np.where(keep[single], knots[single], 0.0)
     s = np.arange(n_steps) / knot_steps  # knot coordinate of each step
     i = np.minimum(np.floor(s).astype(int), n_knots - 2)
-    w = 0.5 - 0.5 * np.cos(np.pi * (s - i))[:, None]  # (T, 1): 0 at knot i, 1 at knot i + 1, zero slope at both
+    ramp = 1.0 if config.command_transition_seconds is None else \
+        config.command_transition_seconds / config.command_knot_seconds  # fraction of the interval spent ramping
+    phase = np.clip((s - i - (1.0 - ramp)) / ramp, 0.0, 1.0)  # 0 while holding knot i, then up to 1 at knot i + 1
+    w = 0.5 - 0.5 * np.cos(np.pi * phase)[:, None]  # (T, 1): zero slope at both ends of the ramp
     return ((1 - w) * knots[i] + w * knots[i + 1]).astype(np.float32)
 
 
@@ -330,6 +354,55 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
     return Dataset(states, commands, gait, DatasetMetadata.for_physics(SOURCE, extra=extra), actions), stats
 
 
+_HOLDING_COMMANDS = dict(command_knot_seconds=3.0, command_transition_seconds=0.5, single_axis_probability=0.3)
+"""Commands held for 2.5 s (much longer than a 0.32 s window) with 0.5 s ramps between them: a model told
+a window's first command is then told the command of the whole window in most windows."""
+_AT_REST = dict(seconds=0.5, init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0, **_HOLDING_COMMANDS)
+
+PRESETS: dict[str, dict[str, CollectConfig]] = {
+    "expert": {
+        "walk": CollectConfig(trajectories=200, **_HOLDING_COMMANDS),
+        "rest_starts": CollectConfig(trajectories=1200, seed=1, **_AT_REST),
+        "settled_0.4": CollectConfig(trajectories=400, seed=2, settle_seconds=0.4, **_AT_REST),
+        "settled_1.0": CollectConfig(trajectories=400, seed=3, settle_seconds=1.0, **_AT_REST),
+    },
+    "expert-heldout": {
+        "walk": CollectConfig(trajectories=32, seed=77, **_HOLDING_COMMANDS),
+    },
+}
+"""Named training sets, each a few files (``<out>/<part>.npz``) that together make one recipe's data.
+
+``expert``: walking under held commands over the expert's whole command range (zero, backward,
+sideways, turning and combinations), plus starts from rest and from the settled default pose (the
+Gymnasium env resets the robot at rest; the expert never stands still, so walking data has no such
+state). ``expert-heldout``: walking made with another seed, for evaluation. ``--seed S`` adds S to
+every part's seed."""
+
+
+def collect_preset(name: str, out_dir: str | os.PathLike, expert: str | os.PathLike = DEFAULT_EXPERT,
+                   seed: int = 0, workers: int | None = None, sae_windows: int = 256) -> list[str]:
+    """Collects every part of preset ``name`` into ``<out_dir>/<part>.npz``; a part already there is kept.
+
+    Returns:
+      The paths of the part files, in the preset's order.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
+    out_dir = os.fspath(out_dir)
+    if out_dir.endswith(".npz"):
+        raise ValueError(f"--out must name a directory with --preset (it gets one .npz per part), got {out_dir!r}")
+    paths = []
+    for part, config in PRESETS[name].items():
+        path = os.path.join(out_dir, f"{part}.npz")
+        paths.append(path)
+        if os.path.exists(path):  # finished parts of an interrupted preset are not redone
+            print(f"{path}: exists, kept")
+            continue
+        print(f"{name}/{part}:")
+        write_dataset(path, expert, dataclasses.replace(config, seed=config.seed + seed), workers, sae_windows)
+    return paths
+
+
 def _portable_path(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (metadata that means the same on every clone)."""
     repo = os.path.dirname(os.path.dirname(DEFAULT_EXPERT))
@@ -360,36 +433,55 @@ def measure_sae(ds: Dataset, windows: int = 256, horizon: int | None = None, see
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    """``python -m dynaflow_policy.data.collect [--out data/go1_expert.npz] [--expert DIR] [--trajectories N]``."""
+    """``python -m dynaflow_policy.data.collect [--out data/go1_expert.npz] [--trajectories N] ...``, or
+    ``--preset expert --out data/expert`` for a whole training set."""
 
     out: str = "data/go1_expert.npz"
-    """Output .npz file (written atomically)."""
+    """Output .npz file (written atomically); with --preset, a directory."""
     expert: str = DEFAULT_EXPERT
     """PPO expert checkpoint directory."""
     config: CollectConfig = CollectConfig()
     """What to roll out (flags without a prefix)."""
+    preset: str | None = None
+    """A named training set of :data:`PRESETS` (one file per part in --out); only --seed may be set with it."""
     workers: int = 0
     """Processes; 0 = one per CPU."""
     sae_windows: int = 256
     """Windows sampled for the SAE report."""
 
 
-def main(args: Args) -> Dataset:
-    ds, stats = collect(args.expert, args.config, workers=args.workers or None)
-    report = measure_sae(ds, windows=args.sae_windows) if args.sae_windows else {}
+def write_dataset(out: str, expert: str | os.PathLike, config: CollectConfig, workers: int | None,
+                  sae_windows: int) -> Dataset:
+    """Collects, measures the SAE on ``sae_windows`` windows, saves to ``out`` and prints a report."""
+    ds, stats = collect(expert, config, workers=workers)
+    report = measure_sae(ds, windows=sae_windows) if sae_windows else {}
     extra = {**ds.metadata.extra, "sae": report}
     ds = dataclasses.replace(ds, metadata=dataclasses.replace(ds.metadata, extra=extra))
-    save_dataset(args.out, ds)
+    save_dataset(out, ds)
     horizon = DiTConfig().horizon
     windows = ds.n_trajectories * max(ds.n_steps - horizon, 0)
-    print(f"wrote {args.out}: N={ds.n_trajectories} trajectories x T={ds.n_steps} states = {windows:,d} windows "
-          f"of {horizon + 1} states; {os.path.getsize(args.out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
+    print(f"wrote {out}: N={ds.n_trajectories} trajectories x T={ds.n_steps} states = {windows:,d} windows "
+          f"of {horizon + 1} states; {os.path.getsize(out) / 2**20:.1f} MiB on disk; {stats['attempts']} rollouts, "
           f"{stats['falls']} fell and {stats['other_first_swing']} swung the other pair first, all dropped; "
           f"rollouts took {stats['seconds']:.1f} s")
     if report:
         print(f"SAE on {report['windows']} windows: native {report['sae_native']:.3g}, MJX float32 "
               f"{report['sae_mjx']:.3g}")
     return ds
+
+
+def main(args: Args) -> Dataset | list[str]:
+    if args.workers < 0:
+        raise SystemExit(f"error: --workers must be >= 0 (0 = one per CPU), got {args.workers}")
+    if args.preset is None:
+        return write_dataset(args.out, args.expert, args.config, args.workers or None, args.sae_windows)
+    if dataclasses.replace(args.config, seed=0) != CollectConfig():
+        raise SystemExit("error: with --preset only --seed may be set; the preset fixes every other collect option")
+    try:
+        return collect_preset(args.preset, args.out, args.expert, args.config.seed, args.workers or None,
+                              args.sae_windows)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ field               shape, dtype    meaning
 
 Action indexing: ``expert_actions[n, k]`` is the action applied at
 ``states[n, k]``; one control step with it leads to ``states[n, k + 1]``. The
-actions share the states' time axis (T entries, as in DESIGN.md) so that
+actions share the states' time axis (T entries, as in docs/design.md) so that
 index k means the same instant in every field; the last entry
 ``expert_actions[n, T - 1]`` was chosen at the last recorded state, whose
 successor is not stored, so no transition uses it. It must still be finite.

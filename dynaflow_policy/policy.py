@@ -3,10 +3,31 @@
 Receding horizon. At a replanning step the policy reads the state, command and
 gait from the observation, expresses the state in its heading frame, samples
 an action plan U (H, 12) with the flow ODE from that state, executes its first
-``execute_steps`` actions one per :meth:`DynaFlowPolicy.act` call, and then
-replans from the state it has reached. A new command or gait (in the
+``execute_steps`` actions one per :meth:`RecedingHorizonPolicy.act` call, and
+then replans from the state it has reached. A new command or gait (in the
 observation or set on the policy) therefore takes effect at the next
 replanning, at most ``execute_steps - 1`` control steps (20 ms each) later.
+
+Batches. ``act`` takes one observation (44,) or a batch (N, 44) from a
+Gymnasium vector env, with one plan, action count and noise stream per
+environment (row). The environments that need a new plan are planned in one
+network call; ``reset(mask)`` restarts only the finished ones. Every
+environment's noise stream starts at ``jax.random.PRNGKey(seed)`` with its own
+seed (the policy's seed unless ``reset(seed=...)`` gives one per row) and
+advances only when that environment replans, so environment i of a batch acts
+like a single-environment policy with environment i's seed, whatever the other
+rows do. A batched network call rounds differently from a call with one row
+(XLA picks other matmul kernels), so the actions agree to float32 rounding
+(~1e-6), and exactly when an environment is the only one replanning.
+
+``execute_steps`` and ``ode_steps`` default to the checkpoint's
+(``Checkpoint.policy_defaults``: 4 and the flow's ``ode_steps`` unless the
+export says otherwise). 4 comes from ``python eval/execute_steps_sweep.py
+--episodes 10`` on ``checkpoints/dynaflow_go1_expert`` at step 19,000: 1, 2, 4
+and 8 gave no falls in 120 episodes each and vx RMSE 0.49, 0.51, 0.35 and 0.48
+m/s. At step 30,000 the same sweep gave 27, 15, 0 and 0 falls in 40 episodes
+and vx RMSE 0.37, 0.15, 0.11 and 0.11 m/s (yaw-rate RMSE 0.14 with 4, 0.10 with
+8); the kinematic checkpoint and the state-space baseline were measured at 4.
 
 Sampling at inference. With one ODE step (the default) a plan is one network
 evaluation and needs no physics: the network maps the noise window (row 0 the
@@ -30,38 +51,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.configs import DiTConfig, FlowConfig, conditioning
 from dynaflow_policy.flow import flow_velocity, noise_window
 from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import conditioning, load_checkpoint
+from dynaflow_policy.observations import GAIT_SLICE, check_observation
+from dynaflow_policy.train_state import load_checkpoint
 from envs.native import NativeGo1
 from envs.physics import BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
-from envs.task import COMMAND_DIM, GAITS, OBS_DIM, gait_index
-
-DEFAULT_EXECUTE_STEPS = 4
-"""Actions executed from each plan before replanning (of H = 16).
-
-Chosen by ``python eval/execute_steps_sweep.py --episodes 10`` on the shipped
-``checkpoints/dynaflow_go1_expert`` (step 19,000): 1, 2, 4 and 8 gave no falls
-in 120 episodes each, and mean vx RMSE 0.49, 0.51, 0.35 and 0.48 m/s; 4 tracks
-best, and plans once per 80 ms (0.40 ms per ``act()`` on average). On step
-30,000 the same sweep gave 27, 15, 0 and 0 falls in 40 episodes and vx RMSE 0.37,
-0.15, 0.11 and 0.11 m/s (yaw-rate RMSE 0.14 with 4, 0.10 with 8): 8 now ranks first. The default stays 4 because the
-kinematic checkpoint and the state-space baseline share it and were measured at 4."""
+from envs.task import COMMAND_DIM, GAITS, gait_index
 
 
 @functools.lru_cache(maxsize=8)
 def _network(dit: DiTConfig):
-    """Jitted ``DiT1d(dit).apply(params, X_t (1, H+1, 37), t (1,), c (1, 7)) -> U (1, H, 12)``."""
+    """Jitted ``DiT1d(dit).apply(params, X_t (B, H+1, 37), t (B,), c (B, 7)) -> U (B, H, 12)``."""
     return jax.jit(DiT1d(dit).apply)
 
 
 @functools.lru_cache(maxsize=8)
 def _noise(horizon: int, flow: FlowConfig):
-    """Jitted ``noise_window(rng, x0_normalised (1, 37)) -> X_0 (1, H+1, 37)``."""
-    return jax.jit(functools.partial(noise_window, horizon=horizon, config=flow))
+    """Jitted ``(keys (B, 2), x0_normalised (B, 37)) -> X_0 (B, H+1, 37)``, row b from key b alone."""
+    one = functools.partial(noise_window, horizon=horizon, config=flow)
+    return jax.jit(jax.vmap(lambda key, x0: one(key, x0[None])[0]))
+
+
+_split = jax.jit(jax.vmap(jax.random.split))
+"""``keys (B, 2) -> (B, 2, 2)``: ``jax.random.split`` of each key (the same bits as one key at a time)."""
+
+
+def padded_size(b: int) -> int:
+    """The batch size a plan of ``b`` rows is computed at: the next power of two, so a vector env
+    of N environments compiles at most log2(N) + 1 network shapes."""
+    return 1 << (b - 1).bit_length()
+
+
+def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` (B, ...) with row 0 repeated up to ``size`` rows."""
+    return np.concatenate([a, np.repeat(a[:1], size - len(a), axis=0)]) if size > len(a) else a
 
 
 def _is_int(value) -> bool:
@@ -69,34 +96,42 @@ def _is_int(value) -> bool:
 
 
 class RecedingHorizonPolicy:
-    """What every planning controller shares: argument checks, command / gait overrides, reading observations.
+    """Receding-horizon control of one environment or a batch of them: per-environment plans, action
+    counts and noise streams, the command / gait overrides, ``act`` and ``reset``.
 
-    Subclasses plan H steps from the current state and act on the first ``execute_steps``.
+    A subclass supplies :meth:`sample` (plans for a batch of states, one network call) and
+    :meth:`actions` (the action of each environment from its plan and current state).
 
     Args:
       horizon: H, the plan length.
       flow: the flow config; ``self.flow`` is a copy with ``ode_steps`` applied.
       execute_steps: actions taken from each plan before replanning, 1..H.
       ode_steps: Euler steps per plan (default: ``flow.ode_steps``).
-      seed: seed of the sampling noise.
+      seed: seed of every environment's noise stream (``reset`` can give each its own).
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
     """
 
-    def __init__(self, horizon: int, flow: FlowConfig, *, execute_steps: int, ode_steps: int | None, seed: int,
-                 command: Sequence[float] | None, gait: str | None):
+    def __init__(self, horizon: int, flow: FlowConfig, *, execute_steps: int, ode_steps: int | None = None,
+                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None):
         if not _is_int(execute_steps) or not 1 <= execute_steps <= horizon:
             raise ValueError(f"execute_steps must be an int in [1, {horizon}] (the plan horizon), "
                              f"got {execute_steps!r}")
         ode_steps = flow.ode_steps if ode_steps is None else ode_steps
         if not _is_int(ode_steps) or ode_steps < 1:
             raise ValueError(f"ode_steps must be a positive int, got {ode_steps!r}")
+        if not _is_int(seed):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.horizon = int(horizon)
         self.flow = dataclasses.replace(flow, ode_steps=int(ode_steps))
         self.execute_steps = int(execute_steps)
         self.ode_steps = int(ode_steps)
         self.seed = int(seed)
         self.command = command
         self.gait = gait
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------ overrides
 
     @property
     def command(self) -> np.ndarray | None:
@@ -122,48 +157,207 @@ class RecedingHorizonPolicy:
             gait_index(value)  # ValueError names the choices
         self._gait = value
 
-    def read_observation(self, obs) -> tuple[np.ndarray, np.ndarray, int]:
-        """(state (37,) float64, command (3,), gait index) of an observation, with the overrides applied.
+    # ------------------------------------------------------------------------------- per-environment state
+
+    @property
+    def num_envs(self) -> int | None:
+        """N, the environments this policy controls since its last full :meth:`reset` (None before any)."""
+        return None if self._keys is None else len(self._keys)
+
+    def reset(self, mask: np.ndarray | None = None, seed: int | Sequence[int] | None = None) -> None:
+        """Forgets plans and restarts noise streams, of every environment or of the finished ones.
+
+        Args:
+          mask: None: every environment, and the next :meth:`act` may start a batch of another size.
+            (N,) bool: only the environments where True (the others keep their plans and streams),
+            e.g. those a Gymnasium vector env has just reset.
+          seed: None: each reset environment keeps its seed. An int: the seed of every reset
+            environment (and, with ``mask=None``, the new default ``self.seed``). (N,) ints: environment
+            i's seed is ``seed[i]``. An environment's stream restarts at ``jax.random.PRNGKey(its seed)``.
 
         Raises:
-          ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
+          ValueError: a mask that is not (N,) bool for the current N, or bad seeds; nothing is changed.
         """
-        o = check_observation(obs)
-        command = o[STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else self._command
-        gait = int(np.argmax(o[STATE_DIM + COMMAND_DIM:])) if self._gait is None else gait_index(self._gait)
-        return o[:STATE_DIM].astype(np.float64), command, gait
+        if mask is None:
+            seeds = None
+            if seed is not None and not _is_int(seed):
+                seeds = self._check_seeds(seed, len(np.asarray(seed).reshape(-1)))
+            elif seed is not None:
+                self.seed = int(seed)
+            self._seeds = seeds
+            self._keys = self._plans = self._origins = self._taken = None
+            self._single = False
+            if seeds is not None:
+                self._start(len(seeds))
+            return
+        m = np.asarray(mask)
+        n = self.num_envs if self.num_envs is not None else len(m.reshape(-1))
+        if m.dtype != np.bool_ or m.shape != (n,):
+            raise ValueError(f"mask must be a ({n},) bool array (one entry per environment), got "
+                             f"{m.dtype} {m.shape}")
+        seeds = None if seed is None else self._check_seeds(seed, n)
+        if self.num_envs is None:
+            self._start(n)
+        rows = np.flatnonzero(m)
+        if seeds is not None:
+            self._seeds[rows] = seeds[rows]
+        self._restart(rows)
+
+    def _check_seeds(self, seed: int | Sequence[int], n: int) -> np.ndarray:
+        """(n,) int64 seeds from an int or a sequence of n ints; ValueError otherwise."""
+        s = np.asarray(seed)
+        if s.ndim == 0:
+            s = np.full(n, s)
+        if s.shape != (n,) or not np.issubdtype(s.dtype, np.integer):
+            raise ValueError(f"seed must be an int or {n} ints (one per environment), got {seed!r}")
+        return s.astype(np.int64)
+
+    def _start(self, n: int) -> None:
+        """Per-environment state for a batch of n environments, all needing a plan."""
+        if self._seeds is None or len(self._seeds) != n:
+            self._seeds = np.full(n, self.seed, np.int64)
+        self._keys = np.zeros((n, 2), np.uint32)
+        self._origins = np.zeros((n, STATE_DIM))
+        self._taken = np.zeros(n, np.int64)
+        self._plans = None
+        self._restart(np.arange(n))
+
+    def _restart(self, rows: np.ndarray) -> None:
+        """Rows need a new plan; their noise streams start again at their seeds."""
+        self._taken[rows] = self.execute_steps
+        for i in rows:
+            self._keys[i] = np.asarray(jax.random.PRNGKey(int(self._seeds[i])))
+
+    def _batch(self, n: int, single: bool) -> None:
+        """Starts a batch of n environments after a full reset, or checks that n is the current N."""
+        if self._keys is None:
+            self._start(n)
+        elif n != self.num_envs:
+            raise ValueError(f"got {'one observation' if single else f'{n} observations'}, but this policy "
+                             f"controls {self.num_envs} environments since its last reset(); call reset() to "
+                             "start another batch")
+        self._single = single
+
+    # ------------------------------------------------------------------------------------------ acting
+
+    def read_observation(self, obs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(states (N, 37) float64, commands (N, 3) float32, gait indices (N,)) of checked observations
+        (44,) or (N, 44) (a single one is a batch of one), with the overrides applied.
+
+        Raises:
+          ValueError: obs of the wrong shape, non-finite, or with an invalid gait one-hot (naming the row).
+        """
+        o = check_observation(obs).reshape(-1, STATE_DIM + COMMAND_DIM + len(GAITS))  # (N, 44)
+        n = len(o)
+        command = o[:, STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else np.tile(self._command, (n, 1))
+        gait = (np.argmax(o[:, GAIT_SLICE], axis=1) if self._gait is None
+                else np.full(n, gait_index(self._gait)))
+        return o[:, :STATE_DIM].astype(np.float64), command, gait
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The next action of each environment.
+
+        Args:
+          obs: (44,) observation of ``dynaflow/Go1-v0`` (state 37, command 3, gait one-hot 4), or
+            (N, 44) observations of N environments (row i: environment i, the same N until :meth:`reset`).
+
+        Returns:
+          (12,) or (N, 12) float32 actions in [-1, 1]. The environments whose plan is used up (or
+          that have none) are planned together, in one call of :meth:`sample`.
+
+        Raises:
+          ValueError: obs of the wrong shape, non-finite, or with an invalid gait one-hot (naming the
+            row), or a batch of another size than the current one; no plan or stream is changed.
+        """
+        single = np.ndim(obs) == 1
+        x, command, gait = self.read_observation(obs)  # (N, 37), (N, 3), (N,)
+        self._batch(len(x), single)
+        rows = np.flatnonzero(self._taken >= self.execute_steps)
+        if rows.size:
+            self._replan(rows, x[rows], command[rows], gait[rows])
+        actions = self.actions(x, self._plans, self._taken)  # (N, 12)
+        self._taken += 1
+        return actions[0] if single else actions
+
+    __call__ = act
+
+    def plan(self, x: np.ndarray, command: Sequence[float] | np.ndarray, gait: int | np.ndarray) -> np.ndarray:
+        """Samples new plans for every environment from world-frame states; :meth:`act` executes them next.
+
+        Args:
+          x: (37,) state, or (N, 37) states of the N environments; command: (3,) or (N, 3);
+            gait: an index into ``envs.task.GAITS``, or (N,) of them. The overrides do not apply.
+
+        Returns:
+          the plan (a copy): (L, D) for one state, (N, L, D) for N (subclasses say what L, D are).
+
+        Raises:
+          ValueError: bad states, commands or gait indices, or a batch of another size than the
+            current one; nothing is changed.
+        """
+        x, command, gait, single = self.check_plan_arguments(x, command, gait)
+        self._batch(len(x), single)
+        self._replan(np.arange(len(x)), x, command, gait)
+        return (self._plans[0] if single else self._plans).copy()
 
     @staticmethod
-    def check_plan_arguments(x: np.ndarray, gait: int) -> np.ndarray:
-        """``x`` as a float64 (37,) state; ValueError on a bad state or gait index."""
+    def check_plan_arguments(x, command, gait) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(x (N, 37) float64, command (N, 3) float32, gait (N,) int, single) of :meth:`plan`'s arguments.
+
+        Raises:
+          ValueError: a non-finite or wrongly shaped state or command, or a gait that is not an index.
+        """
         x = np.asarray(x, np.float64)
-        if x.shape != (STATE_DIM,) or not np.all(np.isfinite(x)):
-            raise ValueError(f"x must be a finite ({STATE_DIM},) state, got shape {x.shape}")
-        if not _is_int(gait) or not 0 <= gait < len(GAITS):
-            raise ValueError(f"gait must be an index into {GAITS}, got {gait!r}")
-        return x
+        single = x.ndim == 1
+        x = x.reshape(-1, x.shape[-1]) if x.ndim else x
+        if x.ndim != 2 or x.shape[1] != STATE_DIM or not np.all(np.isfinite(x)):
+            raise ValueError(f"x must be a finite ({STATE_DIM},) state or (N, {STATE_DIM}) states, got shape "
+                             f"{np.shape(x)}")
+        n = len(x)
+        c = np.asarray(command, np.float32)
+        if c.shape not in ((COMMAND_DIM,), (n, COMMAND_DIM)) or not np.all(np.isfinite(c)):
+            raise ValueError(f"command must be finite ({COMMAND_DIM},) or ({n}, {COMMAND_DIM}), got shape {c.shape}")
+        g = np.asarray(gait)
+        if not (np.issubdtype(g.dtype, np.integer) and g.shape in ((), (n,)) and np.all((g >= 0) & (g < len(GAITS)))):
+            raise ValueError(f"gait must be an index into {GAITS}, or {n} of them, got {gait!r}")
+        return x, np.broadcast_to(c, (n, COMMAND_DIM)), np.broadcast_to(g, (n,)).astype(np.int64), single
 
+    def _replan(self, rows: np.ndarray, x: np.ndarray, command: np.ndarray, gait: np.ndarray) -> None:
+        """New plans for ``rows`` from their states (B, 37), commands (B, 3), gaits (B,), one :meth:`sample`."""
+        keys = np.asarray(_split(self._keys[rows]))  # (B, 2, 2): (next key of the stream, key of this plan)
+        plans = self.sample(x, command, gait, keys[:, 1])
+        if self._plans is None:
+            self._plans = np.zeros((self.num_envs, *plans.shape[1:]), plans.dtype)
+        self._plans[rows] = plans
+        self._origins[rows] = x
+        self._keys[rows] = keys[:, 0]
+        self._taken[rows] = 0
 
-def check_observation(obs) -> np.ndarray:
-    """A (44,) Gymnasium observation as float32; ValueError naming the problem otherwise."""
-    o = np.asarray(obs)
-    if o.shape != (OBS_DIM,):
-        raise ValueError(f"obs must have shape ({OBS_DIM},) (state 37 ++ command 3 ++ gait one-hot "
-                         f"{len(GAITS)}), got shape {o.shape}")
-    if not np.issubdtype(o.dtype, np.floating) and not np.issubdtype(o.dtype, np.integer):
-        raise ValueError(f"obs must be numeric, got dtype {o.dtype}")
-    o = o.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(o))
-    if bad.size:
-        raise ValueError(f"obs must be finite; entries {bad.tolist()} are NaN or inf")
-    onehot = o[STATE_DIM + COMMAND_DIM:]
-    if not (np.all((onehot == 0) | (onehot == 1)) and onehot.sum() == 1):
-        raise ValueError(f"obs[{STATE_DIM + COMMAND_DIM}:] must be a gait one-hot over {GAITS}, got {onehot}")
-    return o
+    def _current(self, plans: np.ndarray | None) -> np.ndarray | None:
+        """``plans`` (N, ...) as the caller sees them: row 0 after single observations, all rows after batches."""
+        if plans is None:
+            return None
+        return plans[0] if self._single else plans
+
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Plans from B world-frame states (subclasses: one batched network call).
+
+        Args:
+          x: (B, 37) float64 states; command: (B, 3) float32; gait: (B,) indices; keys: (B, 2) PRNG keys.
+
+        Returns:
+          (B, L, D) plans.
+        """
+        raise NotImplementedError
+
+    def actions(self, x: np.ndarray, plans: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """The actions (N, 12) float32 of N environments in states x (N, 37) that have taken ``taken``
+        (N,) actions from their plans (N, L, D)."""
+        raise NotImplementedError
 
 
 class DynaFlowPolicy(RecedingHorizonPolicy):
-    """Closed-loop DynaFlow controller: ``act(obs (44,)) -> action (12,)``.
+    """Closed-loop DynaFlow controller: ``act(obs (44,) or (N, 44)) -> action (12,) or (N, 12)``.
 
     Args:
       params: DiT variables (``{"params": ...}``), normally a checkpoint's EMA weights.
@@ -179,13 +373,13 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
 
     Attributes:
       command, gait: settable overrides (None: read from each observation).
-      last_actions: (H, 12) actions of the last plan (None before the first); :meth:`planned_states`
-        gives the states they lead to.
+      last_actions: the plans being executed, (H, 12) float32 after single observations, (N, H, 12)
+        after batches (None before the first); :meth:`planned_states` gives the states they lead to.
     """
 
-    def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *,
-                 execute_steps: int = DEFAULT_EXECUTE_STEPS, ode_steps: int | None = None, seed: int = 0,
-                 command: Sequence[float] | None = None, gait: str | None = None, physics: PhysicsConfig = PHYSICS):
+    def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *, execute_steps: int,
+                 ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
+                 gait: str | None = None, physics: PhysicsConfig = PHYSICS):
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
                          command=command, gait=gait)
         self.params = jax.tree.map(jnp.asarray, params)
@@ -193,89 +387,64 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         self.normalizer = normalizer
         self.physics = physics
         self._sim = NativeGo1(physics)
-        self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> DynaFlowPolicy:
+    def from_checkpoint(cls, path: str | os.PathLike, **overrides) -> DynaFlowPolicy:
         """Loads a checkpoint of ``python -m dynaflow_policy.train`` (its EMA weights).
 
         Args:
           path: a step directory, a ``checkpoints`` directory or a work directory.
-          **kwargs: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...).
+          **overrides: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...);
+            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``.
 
         Raises:
           CheckpointError: missing, truncated or corrupt checkpoint, or one made for another physics config.
         """
         ckpt = load_checkpoint(path)
-        return cls(ckpt.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer, **kwargs)
+        return cls(ckpt.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer,
+                   **{**ckpt.policy_defaults, **overrides})
 
-    # ---------------------------------------------------------------------------------------------------------------
+    @property
+    def last_actions(self) -> np.ndarray | None:
+        return self._current(self._plans)
 
-    def reset(self, seed: int | None = None) -> None:
-        """Forgets the current plan and restarts the noise sequence (from ``seed`` if given)."""
-        if seed is not None:
-            self.seed = int(seed)
-        self._rng = jax.random.PRNGKey(self.seed)
-        self._queue: list[np.ndarray] = []
-        self.last_actions: np.ndarray | None = None
-        self._last_x0: tuple[np.ndarray, np.ndarray] | None = None
-
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """The next action.
-
-        Args:
-          obs: (44,) Gymnasium observation of ``dynaflow/Go1-v0`` (state 37, command 3, gait one-hot 4).
-
-        Returns:
-          (12,) float32 action in [-1, 1].
-
-        Raises:
-          ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
-        """
-        x, command, gait = self.read_observation(obs)
-        if not self._queue:
-            U = self.plan(x, command, gait)
-            self._queue = list(U[:self.execute_steps])
-        return self._queue.pop(0).copy()
-
-    __call__ = act
-
-    def plan(self, x: np.ndarray, command: Sequence[float], gait: int) -> np.ndarray:
-        """Samples an action plan from world-frame state ``x``.
-
-        Args:
-          x: (37,) state; command: (3,); gait: index into ``envs.task.GAITS``.
-
-        Returns:
-          (H, 12) float32 actions, also kept in ``last_actions``.
-        """
-        x = self.check_plan_arguments(x, gait)
-        x0_h = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,) the model's frame
-        cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
-        self._rng, key = jax.random.split(self._rng)
-        x_t = np.asarray(_noise(self.dit.horizon, self.flow)(key, jnp.asarray(self.normalizer.normalize(x0_h)[None], jnp.float32)),
-                         np.float64)  # (1, H+1, 37)
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Action plans (B, H, 12) float32 from world-frame states x (B, 37), one network call per ODE step."""
+        b, size = len(x), padded_size(len(x))
+        x0_h = to_heading_frame(x[:, None])[:, 0] if self.flow.heading_frame else x  # (B, 37) the model's frame
+        cond = jnp.asarray(pad_rows(conditioning(command, gait, np), size))  # (P, 7)
+        x_t = np.asarray(_noise(self.dit.horizon, self.flow)(
+            jnp.asarray(pad_rows(keys, size)), jnp.asarray(pad_rows(self.normalizer.normalize(x0_h), size),
+                                                           jnp.float32)), np.float64)  # (P, H+1, 37)
         net = _network(self.dit)
         dt = 1.0 / self.ode_steps
         for i in range(self.ode_steps):
             t = i * dt
-            U = np.asarray(net(self.params, jnp.asarray(x_t, jnp.float32), jnp.full((1,), t, jnp.float32),
-                               jnp.asarray(cond)))[0]  # (H, 12)
+            U = np.asarray(net(self.params, jnp.asarray(x_t, jnp.float32), jnp.full((size,), t, jnp.float32),
+                               cond))  # (P, H, 12)
             if i < self.ode_steps - 1:
-                x_hat = self.normalizer.normalize(self._sim.rollout(x0_h, U))[None]  # (1, H+1, 37)
-                x_t = x_t + dt * np.asarray(flow_velocity(x_hat, x_t, np.full((1,), t), self.flow.t_clamp))
-        self.last_actions = U.astype(np.float32)
-        self._last_x0 = (x0_h, x)
-        return self.last_actions
+                X = np.stack([self._sim.rollout(x0_h[j], U[j]) for j in range(b)])  # (B, H+1, 37)
+                x_hat = pad_rows(self.normalizer.normalize(X), size)  # (P, H+1, 37)
+                x_t = x_t + dt * np.asarray(flow_velocity(x_hat, x_t, np.full((size,), t), self.flow.t_clamp))
+        return U[:b].astype(np.float32)
+
+    def actions(self, x: np.ndarray, plans: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """The planned actions in order: ``plans[i, taken[i]]`` (N, 12)."""
+        return plans[np.arange(len(plans)), taken]
 
     def planned_states(self) -> np.ndarray | None:
-        """(H+1, 37) world-frame states of the last plan (native rollout of ``last_actions``), or None."""
-        if self._last_x0 is None:
+        """World-frame states (H+1, 37) the current plan leads to (native rollout of ``last_actions``), or
+        (N, H+1, 37) after batches; None before the first plan."""
+        if self._plans is None:
             return None
-        x0_h, x_world = self._last_x0
-        X = self._sim.rollout(x0_h, self.last_actions)  # (H+1, 37)
+        X = np.stack([self._planned_states(x, U) for x, U in zip(self._origins, self._plans)])  # (N, H+1, 37)
+        return self._current(X)
+
+    def _planned_states(self, x_world: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """(H+1, 37) world-frame states of plan U (H, 12) from x_world (37,)."""
         if not self.flow.heading_frame:
-            return X
+            return self._sim.rollout(x_world, U)
+        X = self._sim.rollout(to_heading_frame(x_world[None])[0], U)  # (H+1, 37) heading frame
         X = from_heading_frame(X[None], x_world[None])[0]  # quaternions with w >= 0
         if x_world[BASE_QUAT.start] < 0:  # same rotations, with the sign of the given state
             X[:, BASE_QUAT] *= -1.0

@@ -11,12 +11,11 @@ import pytest
 
 import envs
 from dynaflow_policy.checkpoint import CheckpointError, META_FILE, STATE_FILE
-from dynaflow_policy.configs import FlowConfig
+from dynaflow_policy.configs import FlowConfig, conditioning
 from dynaflow_policy.flow import sample
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.policy import DynaFlowPolicy
-from dynaflow_policy.train import conditioning
 from artifacts import tiny_dit, write_dynaflow_checkpoint
 
 H = 8
@@ -44,8 +43,8 @@ def test_act_in_a_gymnasium_loop(ckpt_dir):
     for _ in range(7):
         a = policy.act(o)
         assert a.shape == (12,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
-        if not plans or plans[-1] is not policy.last_actions:
-            plans.append(policy.last_actions)
+        if not plans or not np.array_equal(plans[-1], policy.last_actions):
+            plans.append(policy.last_actions.copy())
         o, *_ = env.step(a)
     env.close()
     assert len(plans) == 3  # replanned at steps 0, 3 and 6
@@ -111,7 +110,8 @@ def test_native_sampler_equals_the_mjx_sampler(ckpt_dir, obs):
 
 @pytest.mark.parametrize("bad, match", [
     (np.zeros(37), r"\(44,\)"),
-    (np.zeros((1, 44)), r"\(44,\)"),
+    (np.zeros((2, 37)), r"\(44,\)"),
+    (np.zeros((1, 1, 44)), r"\(44,\)"),
     ("nan", "finite"),
     ("gait", "one-hot"),
 ])
@@ -175,7 +175,8 @@ def test_missing_truncated_or_foreign_checkpoints(ckpt_dir, tmp_path):
 def test_without_heading_frame_the_model_sees_world_coordinates(ckpt_dir, obs):
     """The ablation checkpoint (FlowConfig.heading_frame=False) plans from the world-frame state."""
     p = DynaFlowPolicy.from_checkpoint(ckpt_dir)
-    world = DynaFlowPolicy(p.params, p.dit, dataclasses.replace(p.flow, heading_frame=False), p.normalizer)
+    world = DynaFlowPolicy(p.params, p.dit, dataclasses.replace(p.flow, heading_frame=False), p.normalizer,
+                           execute_steps=4)
     x = obs[:37].astype(np.float64).copy()
     U = world.plan(x, obs[37:40], 1).copy()
     np.testing.assert_allclose(world.planned_states()[0], x, atol=1e-12)
@@ -187,7 +188,8 @@ def test_without_heading_frame_the_model_sees_world_coordinates(ckpt_dir, obs):
 def test_exported_checkpoint_acts_identically_and_cannot_be_resumed(ckpt_dir, obs, tmp_path):
     """``python -m dynaflow_policy.export``: EMA weights only, same plans, smaller, truncation detected."""
     from dynaflow_policy import export
-    from dynaflow_policy.train import load_checkpoint, train_and_evaluate
+    from dynaflow_policy.train import train_and_evaluate
+    from dynaflow_policy.train_state import load_checkpoint
 
     out = export.main(export.Args(run=str(ckpt_dir), out=str(tmp_path / "shipped")))
     assert sorted(os.listdir(out)) == [META_FILE, STATE_FILE]  # no metrics.jsonl beside a bare checkpoint dir

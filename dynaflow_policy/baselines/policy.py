@@ -1,5 +1,8 @@
 """``StateFlowIDPolicy``: the state-space baseline as a closed-loop controller, interface of ``DynaFlowPolicy``.
 
+One environment or a batch, as :class:`dynaflow_policy.policy.RecedingHorizonPolicy`
+(which keeps the per-environment plans, counts and noise streams).
+
 Receding horizon over planned STATES, with the inverse dynamics closing the loop::
 
     call            0          1          2     ...   E-1        E (replan)
@@ -32,23 +35,29 @@ import numpy as np
 from dynaflow_policy.baselines.inverse_dynamics import InverseDynamics, predict
 from dynaflow_policy.baselines.state_flow import sample_states
 from dynaflow_policy.baselines.train import load_checkpoint
-from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.configs import DiTConfig, FlowConfig, conditioning
 from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.policy import DEFAULT_EXECUTE_STEPS, RecedingHorizonPolicy
-from dynaflow_policy.train import conditioning
+from dynaflow_policy.policy import RecedingHorizonPolicy, pad_rows, padded_size
 
 
 @functools.lru_cache(maxsize=8)
 def _sampler(dit: DiTConfig, flow: FlowConfig):
-    """Jitted ``sample_states(params, x0=(1, 37), cond=(1, 7), rng=key, normalizer=n) -> (1, H+1, 37)``."""
-    return jax.jit(functools.partial(sample_states, apply_fn=DiT1d(dit, predict="states").apply, config=flow,
-                                     horizon=dit.horizon))
+    """Jitted ``(params, x0 (B, 37), cond (B, 7), keys (B, 2), normalizer) -> (B, H+1, 37)``: row b is
+    ``sample_states`` of row b alone with key b."""
+    one = functools.partial(sample_states, apply_fn=DiT1d(dit, predict="states").apply, config=flow,
+                            horizon=dit.horizon)
+
+    def batch(params, x0, cond, keys, normalizer):
+        return jax.vmap(lambda x, c, k: one(params, x0=x[None], cond=c[None], rng=k, normalizer=normalizer)[0])(
+            x0, cond, keys)
+
+    return jax.jit(batch)
 
 
 class StateFlowIDPolicy(RecedingHorizonPolicy):
-    """Closed-loop state-flow + inverse-dynamics controller: ``act(obs (44,)) -> action (12,)``.
+    """Closed-loop state-flow + inverse-dynamics controller: ``act(obs (44,) or (N, 44)) -> (12,) or (N, 12)``.
 
     Args:
       params: variables of ``DiT1d(dit, predict="states")``, normally a checkpoint's EMA weights.
@@ -64,80 +73,57 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
 
     Attributes:
       command, gait: settable overrides (None: read from each observation), as for ``DynaFlowPolicy``.
-      last_states: (H+1, 37) world-frame states of the last plan (None before the first).
+      last_states: the plans being walked, (H+1, 37) world-frame states after single observations,
+        (N, H+1, 37) after batches (None before the first).
     """
 
     def __init__(self, params: Any, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer,
-                 inverse_dynamics: InverseDynamics, *, execute_steps: int = DEFAULT_EXECUTE_STEPS,
-                 ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
-                 gait: str | None = None):
+                 inverse_dynamics: InverseDynamics, *, execute_steps: int, ode_steps: int | None = None,
+                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None):
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
                          command=command, gait=gait)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
         self.normalizer = normalizer
         self.inverse_dynamics = inverse_dynamics
-        self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> StateFlowIDPolicy:
+    def from_checkpoint(cls, path: str | os.PathLike, **overrides) -> StateFlowIDPolicy:
         """Loads a checkpoint of ``python -m dynaflow_policy.baselines.train`` (the flow model's EMA weights).
 
         Args:
           path: a step directory, a ``checkpoints`` directory or a work directory.
-          **kwargs: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...).
+          **overrides: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...);
+            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``.
 
         Raises:
           CheckpointError: missing, truncated or corrupt checkpoint, one made for another physics config,
             or not a baseline checkpoint.
         """
         ckpt = load_checkpoint(path)
-        return cls(ckpt.ema_params, ckpt.dit, ckpt.flow, ckpt.normalizer, ckpt.inverse_dynamics, **kwargs)
+        return cls(ckpt.ema_params, ckpt.dit, ckpt.flow, ckpt.normalizer, ckpt.inverse_dynamics,
+                   **{**ckpt.policy_defaults, **overrides})
 
-    def reset(self, seed: int | None = None) -> None:
-        """Forgets the current plan and restarts the noise sequence (from ``seed`` if given)."""
-        if seed is not None:
-            self.seed = int(seed)
-        self._rng = jax.random.PRNGKey(self.seed)
-        self._next = 0
-        self.last_states: np.ndarray | None = None
+    @property
+    def last_states(self) -> np.ndarray | None:
+        return self._current(self._plans)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """The next action.
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """World-frame state plans (B, H+1, 37) float64 (row 0 of each = its x) from states x (B, 37)."""
+        b, size = len(x), padded_size(len(x))
+        x0 = to_heading_frame(x[:, None])[:, 0] if self.flow.heading_frame else x  # (B, 37)
+        X = _sampler(self.dit, self.flow)(self.params, jnp.asarray(pad_rows(x0, size), jnp.float32),
+                                          jnp.asarray(pad_rows(conditioning(command, gait, np), size)),
+                                          jnp.asarray(pad_rows(keys, size)), self.normalizer)  # (P, H+1, 37)
+        X = np.asarray(X, np.float64)[:b]  # (B, H+1, 37)
+        return from_heading_frame(X, x) if self.flow.heading_frame else X
 
-        Args:
-          obs: (44,) Gymnasium observation of ``dynaflow/Go1-v0`` (state 37, command 3, gait one-hot 4).
+    def actions(self, x: np.ndarray, plans: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """The inverse dynamics from each state to the planned state one step ahead of it: (N, 12).
 
-        Returns:
-          (12,) float32 action in [-1, 1].
-
-        Raises:
-          ValueError: obs of the wrong size, non-finite, or with an invalid gait one-hot.
-        """
-        x, command, gait = self.read_observation(obs)
-        if self.last_states is None or self._next == self.execute_steps:
-            self.plan(x, command, gait)
-        self._next += 1
-        return predict(self.inverse_dynamics, x, self.last_states[self._next])
-
-    __call__ = act
-
-    def plan(self, x: np.ndarray, command: Sequence[float], gait: int) -> np.ndarray:
-        """Samples a state plan from world-frame state ``x`` and restarts the walk along it.
-
-        Args:
-          x: (37,) state; command: (3,); gait: index into ``envs.task.GAITS``.
-
-        Returns:
-          (H+1, 37) float64 world-frame planned states (row 0 = ``x``), also kept in ``last_states``.
-        """
-        x = self.check_plan_arguments(x, gait)
-        x0 = to_heading_frame(x[None])[0] if self.flow.heading_frame else x  # (37,)
-        cond = conditioning(np.asarray(command, np.float32)[None], np.array([gait]), np)  # (1, 7)
-        self._rng, key = jax.random.split(self._rng)
-        X = _sampler(self.dit, self.flow)(self.params, x0=jnp.asarray(x0[None], jnp.float32), cond=jnp.asarray(cond),
-                                          rng=key, normalizer=self.normalizer)  # (1, H+1, 37)
-        X = np.asarray(X, np.float64)[0]  # (H+1, 37)
-        self.last_states = from_heading_frame(X[None], x)[0] if self.flow.heading_frame else X  # (H+1, 37)
-        self._next = 0
-        return self.last_states
+        One environment goes through the (37,) form of ``predict``: XLA rounds it differently from a
+        (1, 37) batch, and this keeps single-environment actions those of the unbatched controller."""
+        targets = plans[np.arange(len(plans)), taken + 1]  # (N, 37)
+        if len(x) == 1:
+            return predict(self.inverse_dynamics, x[0], targets[0])[None]
+        return predict(self.inverse_dynamics, x, targets)

@@ -1,4 +1,4 @@
-"""The PPO expert as a numpy policy: ``load_expert(path).act(obs (44,)) -> action (12,)``.
+"""The PPO expert as a numpy policy: ``load_expert(path).act(obs (44,) or (N, 44)) -> action (12,) or (N, 12)``.
 
 A checkpoint of :mod:`dynaflow_policy.experts.ppo` is a
 :mod:`dynaflow_policy.checkpoint` step directory (``state.msgpack`` + ``config.json``,
@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from dynaflow_policy import checkpoint
+from dynaflow_policy.observations import check_observation
 from envs.physics import ACTION_DIM
-from envs.task import OBS_DIM, POLICY_INPUT_DIM, policy_input
+from envs.task import POLICY_INPUT_DIM, policy_input
 
 EXPERT_KIND = "ppo-expert"
 """``config.json`` key ``kind`` of a PPO expert checkpoint."""
@@ -74,30 +75,35 @@ class PPOExpert:
         self.meta = dict(meta or {})
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic action.
+        """Deterministic action of one environment or of a batch.
+
+        Each row goes through the MLP as a (1, 41) matrix (numpy's matrix-vector product per row of a
+        stacked matmul), so a row's action does not depend on the batch it is in: batched and
+        one-at-a-time actions are bit-identical.
 
         Args:
-          obs: (44,) or (B, 44) observation of the Go1 env (``envs.task.observation``).
+          obs: (44,) or (N, 44) observation(s) of the Go1 env (``envs.task.observation``).
 
         Returns:
-          (12,) or (B, 12) float32 action in [-1, 1].
+          (12,) or (N, 12) float32 action in [-1, 1].
+
+        Raises:
+          ValueError: obs of another shape, non-finite, or with an invalid gait one-hot (naming the row).
         """
-        x = np.asarray(obs, np.float32)
-        if x.shape[-1:] != (OBS_DIM,) or x.ndim > 2:
-            raise ValueError(f"obs must have shape ({OBS_DIM},) or (B, {OBS_DIM}), got {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("obs must be finite, got NaN or inf")
-        h = (policy_input(x) - self.mean) / self.std  # (..., 41)
+        x = check_observation(obs)  # (44,) or (N, 44)
+        h = ((policy_input(x) - self.mean) / self.std).reshape(-1, 1, POLICY_INPUT_DIM)  # (N, 1, 41)
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
                 h = self._act_fn(h)
-        return np.tanh(h[..., :ACTION_DIM])  # (..., 12): tanh of the Gaussian's loc
+        a = np.tanh(h[:, 0, :ACTION_DIM])  # (N, 12): tanh of the Gaussian's loc
+        return a[0] if x.ndim == 1 else a
 
     __call__ = act
 
-    def reset(self) -> None:
-        """No internal state (kept for the policy interface of the eval scripts)."""
+    def reset(self, mask: np.ndarray | None = None, seed: int | None = None) -> None:
+        """No internal state: nothing to forget (``mask`` and ``seed`` are those of the controller interface,
+        :meth:`dynaflow_policy.policy.RecedingHorizonPolicy.reset`)."""
 
 
 def mlp_layers(params: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:

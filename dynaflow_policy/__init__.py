@@ -7,17 +7,7 @@ from dynaflow_policy.loading import load_policy
 from dynaflow_policy.metrics import action_recovery_rmse, sae, sae_native, tre
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-
-
-
-def __getattr__(name):
-    # Imported on first use: policy imports train, and an eager import here would load
-    # dynaflow_policy.train before ``python -m dynaflow_policy.train`` runs it as __main__.
-    if name == "DynaFlowPolicy":
-        from dynaflow_policy.policy import DynaFlowPolicy
-        return DynaFlowPolicy
-    raise AttributeError(f"module 'dynaflow_policy' has no attribute {name!r}")
-
+from dynaflow_policy.policy import DynaFlowPolicy
 
 __all__ = ["DiTConfig", "FlowConfig", "matching_loss", "sample", "from_heading_frame", "to_heading_frame",
            "action_recovery_rmse", "sae", "sae_native", "tre", "DiT1d", "Normalizer",

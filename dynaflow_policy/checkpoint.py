@@ -29,8 +29,13 @@ Shipped checkpoints (:func:`save_single`, e.g. ``checkpoints/dynaflow_go1_expert
 hold the two files directly, written the same way; :func:`restore` and
 :func:`resolve` read both layouts.
 
-This module knows nothing about what the arrays are; ``dynaflow_policy.train``
-stores the training state in it and rebuilds it on load.
+Kinds. ``config.json`` names what a checkpoint holds in :data:`KIND_KEY`
+(:data:`KINDS`; :func:`checkpoint_kind` also reads the markers of older checkpoints).
+
+This module knows nothing about what the arrays are; ``dynaflow_policy.train_state``,
+``dynaflow_policy.baselines.train`` and ``dynaflow_policy.experts.ppo`` store their
+state in it and rebuild it on load. :func:`check_resumable` is the one test every
+trainer applies before it continues a run from a checkpoint.
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import dataclasses
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Sequence
 
 import flax.serialization
 import jax
@@ -350,3 +356,43 @@ def checkpoint_to_resume(workdir: str | os.PathLike, resume: bool) -> str | None
         raise FileExistsError(f"{os.fspath(workdir)} already holds checkpoints (newest {existing}); pass "
                               "resume=True (--resume) to continue that run, or use another work directory")
     return existing
+
+
+def changed_fields(saved: Any, config: Any, resumable: Sequence[str] = ()) -> list[str]:
+    """Names of the fields in which two configs (dataclasses of one type) differ, except ``resumable`` ones.
+
+    A nested dataclass field is compared field by field when ``resumable`` names any of
+    its fields with a dotted path (``"train.lr"``); the names returned are dotted alike.
+    """
+    out = []
+    for field in dataclasses.fields(config):
+        name = field.name
+        a, b = getattr(saved, name), getattr(config, name)
+        nested = tuple(r[len(name) + 1:] for r in resumable if r.startswith(name + "."))
+        if nested and dataclasses.is_dataclass(b) and type(a) is type(b):
+            out += [f"{name}.{n}" for n in changed_fields(a, b, nested)]
+        elif name not in resumable and a != b:
+            out.append(name)
+    return out
+
+
+def check_resumable(saved: Any, config: Any, path: str | os.PathLike, resumable: Sequence[str]) -> None:
+    """Refuses to continue the run of checkpoint ``path`` (config ``saved``) with ``config`` when they differ
+    in a field that changes the training, i.e. any field not in ``resumable`` (dotted names reach into
+    nested configs, as in :func:`changed_fields`).
+
+    Raises:
+      ValueError: naming the checkpoint, each changed field with its saved and new value, and the
+        fields that may change.
+    """
+    differ = changed_fields(saved, config, resumable)
+    if differ:
+        details = ", ".join(f"{k}: {_dotted(saved, k)!r} -> {_dotted(config, k)!r}" for k in differ)
+        raise ValueError(f"cannot resume {os.fspath(path)}: the config differs in fields that change the training "
+                         f"({details}); only {list(resumable)} may change")
+
+
+def _dotted(obj: Any, name: str) -> Any:
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj

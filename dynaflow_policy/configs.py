@@ -1,12 +1,26 @@
-"""Frozen configs of the learning core: the DiT action predictor and the flow.
+"""Frozen configs of the learning core: the DiT, the flow, a training run, and the conditioning vector.
 
-Both are frozen (hashable) dataclasses, so they can be static arguments of
-``jax.jit``; each checks its values in ``__post_init__``.
+The configs are frozen (hashable) dataclasses, so they can be static arguments
+of ``jax.jit``; each checks its values in ``__post_init__``.
+
+- :class:`DiTConfig`: the network; :class:`FlowConfig`: flow matching and its sampler.
+- :class:`DiTTrainConfig`: training a DiT on dataset windows (data, optimiser,
+  schedule), shared by DynaFlow and the state-flow baseline
+  (``dynaflow_policy.baselines.train``); :class:`TrainConfig` adds DynaFlow's
+  ``start_noise``.
+- :func:`conditioning`: c = command ++ gait one-hot, (B, 7).
+- :func:`policy_defaults`: the controller defaults an exported checkpoint carries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
+from typing import Annotated, Any, Literal
+
+import jax.numpy as jnp
+import tyro
 
 from envs.physics import ACTION_DIM, STATE_DIM
 from envs.task import COMMAND_DIM, GAITS
@@ -114,3 +128,179 @@ class FlowConfig:
                                  f"got {len(self.state_weights)}")
             if min(self.state_weights) < 0.0 or sum(self.state_weights) <= 0.0:
                 raise ValueError(f"FlowConfig.state_weights must be >= 0 and not all 0, got {self.state_weights}")
+
+
+def conditioning(command, gait, xp=jnp):
+    """c = command (vx, vy, yaw rate) ++ gait one-hot.
+
+    Args:
+      command: (B, 3) velocity commands.
+      gait: (B,) int gait indices into ``envs.task.GAITS``.
+      xp: ``jax.numpy`` or ``numpy``.
+
+    Returns:
+      (B, 7) conditioning, dtype of ``command``.
+    """
+    return xp.concatenate([command,  # 3
+                           xp.eye(len(GAITS), dtype=command.dtype)[gait]], axis=-1)  # 4
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTTrainConfig:
+    """Training a DiT on dataset windows: data, model, optimiser and schedule.
+
+    The fields both trainers use: DynaFlow (:class:`TrainConfig`) and the
+    state-flow baseline (``dynaflow_policy.baselines.train.BaselineConfig.train``).
+    The work directory and ``--resume`` are arguments of the run, not fields.
+    """
+
+    dataset: tuple[str, ...] = ()
+    """Dataset files (.npz, schema of ``dynaflow_policy.data.schema``); windows of all of them are pooled."""
+    horizon: int = 16
+    """H: actions per window; a window holds H+1 states."""
+    batch_size: int = 64
+    """Global batch B (windows per step), split over all devices; must be divisible by the device count."""
+    steps: int = 50_000
+    """Total optimiser steps (a resumed run stops at the same total)."""
+    lr: float = 2e-4
+    """AdamW learning rate, constant within a run; a resumed run may set another (to anneal after a plateau)."""
+    weight_decay: float = 1e-4
+    """AdamW decoupled weight decay."""
+    grad_clip: float = 1.0
+    """Gradients are clipped to this global norm before AdamW."""
+    ema_decay: float = 0.995
+    """Decay of the exponential moving average of the parameters (used for evaluation and shipped policies)."""
+    seed: int = 0
+    """Seed of the initial parameters, the noise, the train / held-out split and the data order."""
+    held_out_fraction: float = 0.1
+    """Fraction of each gait's trajectories held out for evaluation (split by trajectory)."""
+    log_every: int = 100
+    """Steps between logged training metrics (averaged over the interval)."""
+    eval_every: int = 2_000
+    """Steps between evaluations on held-out windows (and at the last step)."""
+    eval_windows: int = 64
+    """Held-out windows per evaluation (rounded up to a multiple of the device count)."""
+    checkpoint_every: int = 2_000
+    """Steps between checkpoints (and at the last step)."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept in ``<workdir>/checkpoints``."""
+    model: Literal["small", "medium", "large"] = "small"
+    """DiT size preset (``DiTConfig.small`` ...), used unless ``dit`` is given."""
+    dit: (Annotated[DiTConfig, tyro.conf.subcommand("custom")]
+          | Annotated[None, tyro.conf.subcommand("preset")]) = None
+    """Explicit DiT config instead of the preset (CLI: dit:custom --dit.d-model 64 ...); horizon must match."""
+    flow: FlowConfig = FlowConfig()
+    """Flow matching and sampler config."""
+
+    RESUMABLE_FIELDS = ("dataset", "steps", "lr", "batch_size", "log_every", "eval_every", "eval_windows",
+                        "checkpoint_every", "keep_checkpoints")
+    """Fields that may differ between a run and the checkpoint it resumes (a class constant, not a field).
+
+    ``dataset`` may change so that moved files can be named; a resumed run keeps
+    the checkpoint's normaliser, and the same data order only with the same data.
+    ``lr`` may change because AdamW's state does not depend on it: lowering it
+    anneals a run that has plateaued. Every logged line records the ``lr`` in use.
+    ``batch_size`` may change so that a run can be continued on other hardware
+    (the training state does not depend on it)."""
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        object.__setattr__(self, "dataset", tuple(os.fspath(p) for p in self.dataset))
+        for field in ("horizon", "batch_size", "steps", "log_every", "eval_every", "eval_windows",
+                      "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"{name}.lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"{name}.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"{name}.grad_clip must be positive, got {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"{name}.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise ValueError(f"{name}.held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
+        if self.model not in ("small", "medium", "large"):
+            raise ValueError(f"{name}.model must be 'small', 'medium' or 'large', got {self.model!r}")
+        if self.dit is not None and self.dit.horizon != self.horizon:
+            raise ValueError(f"{name}.dit.horizon must equal {name}.horizon={self.horizon}, got {self.dit.horizon}")
+
+    @property
+    def dit_config(self) -> DiTConfig:
+        """The DiT config in use: ``dit``, or the ``model`` preset with ``horizon``."""
+        return self.dit if self.dit is not None else getattr(DiTConfig, self.model)(horizon=self.horizon)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        d = dataclasses.asdict(self)
+        d["dataset"] = list(self.dataset)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The config of a :meth:`to_dict` dict (missing fields take their defaults)."""
+        d = dict(d)
+        d["dataset"] = tuple(d.get("dataset", ()))
+        if d.get("dit") is not None:
+            d["dit"] = DiTConfig(**d["dit"])
+        if d.get("flow") is not None:
+            d["flow"] = FlowConfig(**d["flow"])
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(DiTTrainConfig):
+    """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig` and ``start_noise``."""
+
+    start_noise: float = 0.0
+    """Scale of a random perturbation of each training window's start state (0 = none;
+    ``dynaflow_policy.flow.START_PERTURBATION_STD`` per unit): the rollout starts from the
+    perturbed state and is still scored against the demonstration, so the model learns
+    to steer back to the data. Not in the paper's recipe, hence off by default."""
+
+    RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + ("start_noise",)
+    """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and ``start_noise``, which may change to fine-tune a run
+    (the training state does not depend on it)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.start_noise >= 0:
+            raise ValueError(f"TrainConfig.start_noise must be >= 0, got {self.start_noise}")
+
+
+def default_config() -> TrainConfig:
+    """The default run: DiT small, H = 16, B = 64, AdamW 2e-4 / 1e-4, clip 1, EMA 0.995, one Euler step."""
+    return TrainConfig()
+
+
+DEFAULT_EXECUTE_STEPS = 4
+"""Actions a receding-horizon controller executes from each plan before replanning, when its
+checkpoint does not say (see ``dynaflow_policy.policy`` for how 4 was chosen)."""
+
+
+def policy_defaults(execute_steps: int | None, ode_steps: int | None, horizon: int,
+                    flow: FlowConfig) -> dict[str, int]:
+    """The controller defaults a checkpoint carries: ``{"execute_steps": int, "ode_steps": int}``.
+
+    Args:
+      execute_steps: actions taken from each plan, 1..``horizon``; None: :data:`DEFAULT_EXECUTE_STEPS`.
+      ode_steps: Euler steps per plan, >= 1; None: ``flow.ode_steps``.
+      horizon: H, the plan length.
+      flow: the model's flow config.
+
+    Raises:
+      ValueError: a value out of range, naming the option (``--execute-steps`` / ``--ode-steps``).
+    """
+    execute_steps = DEFAULT_EXECUTE_STEPS if execute_steps is None else execute_steps
+    ode_steps = flow.ode_steps if ode_steps is None else ode_steps
+    if not _is_int(execute_steps) or not 1 <= execute_steps <= horizon:
+        raise ValueError(f"execute_steps (--execute-steps) must be an int in [1, {horizon}] (the plan horizon), "
+                         f"got {execute_steps!r}")
+    if not _is_int(ode_steps) or ode_steps < 1:
+        raise ValueError(f"ode_steps (--ode-steps) must be a positive int, got {ode_steps!r}")
+    return {"execute_steps": int(execute_steps), "ode_steps": int(ode_steps)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -4,7 +4,7 @@
     python eval/bench_physics.py --devices 1     # one XLA device
 
 On CPU, XLA runs most fused kernels on one thread, so the batch is split over
-``--devices`` host devices (``--xla_force_host_platform_device_count``), one
+``--devices`` host devices (``dynaflow_policy.devices.set_host_device_count``), one
 per core by default: the same data-parallel sharding the trainer uses. The
 floor is native MuJoCo stepping the same model on one thread, in the same run.
 
@@ -21,6 +21,8 @@ import sys
 
 import tyro
 
+from dynaflow_policy.devices import set_host_device_count
+
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
@@ -35,8 +37,7 @@ class BenchConfig:
 
 
 def main(cfg: BenchConfig) -> None:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={cfg.devices}")
+    set_host_device_count(cfg.devices)
     import resource
     import time
 

@@ -17,7 +17,8 @@ network or the data pipeline. The network alone (DiT forward and backward, no
 rollout) is timed too, to show where the rest goes.
 
 On CPU the batch is split over ``--devices`` XLA host devices, one per core by
-default, exactly as the trainer does (``dynaflow_policy.train.make_mesh``).
+default, exactly as the trainer does (``dynaflow_policy.devices.set_host_device_count``,
+``dynaflow_policy.train.make_mesh``).
 Data: kinematic gait trajectories (generated in memory; the physics cost does
 not depend on which states are fed in).
 """
@@ -30,6 +31,8 @@ import sys
 from typing import Literal
 
 import tyro
+
+from dynaflow_policy.devices import set_host_device_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +52,7 @@ class BenchConfig:
 
 
 def main(cfg: BenchConfig) -> None:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={cfg.devices}")
+    set_host_device_count(cfg.devices)
     import functools
     import resource
     import time
@@ -61,19 +63,23 @@ def main(cfg: BenchConfig) -> None:
 
     import envs
     from dynaflow_policy import train
+    from dynaflow_policy.configs import TrainConfig
     from dynaflow_policy.data.kinematic import generate_kinematic_dataset
+    from dynaflow_policy.data.pool import WindowPool, WindowSampler, fit_normalizer, prepare_batch
     from dynaflow_policy.data.windows import WindowSet
+    from dynaflow_policy.devices import to_host
     from dynaflow_policy.model import DiT1d, count_params
+    from dynaflow_policy.train_state import init_train_state
     from envs.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
     B, H = cfg.batch_size, cfg.horizon
-    config = train.TrainConfig(dataset=("<in-memory kinematic>",), horizon=H, batch_size=B, model=cfg.model)
+    config = TrainConfig(dataset=("<in-memory kinematic>",), horizon=H, batch_size=B, model=cfg.model)
     mesh = train.make_mesh()
-    pool = train.WindowPool([WindowSet(generate_kinematic_dataset(cfg.trajectories, 4.0, seed=0), H)])
-    sampler = train.WindowSampler(pool, B, seed=0)
-    normalizer = train.fit_normalizer(pool, config)
-    host_state = train.to_host(jax.jit(functools.partial(train.init_train_state, config))())
+    pool = WindowPool([WindowSet(generate_kinematic_dataset(cfg.trajectories, 4.0, seed=0), H)])
+    sampler = WindowSampler(pool, B, seed=0)
+    normalizer = fit_normalizer(pool, config)
+    host_state = to_host(jax.jit(functools.partial(init_train_state, config))())
     n_params = count_params(host_state.params)
 
     def seconds_per_call(fn, *args):
@@ -94,7 +100,7 @@ def main(cfg: BenchConfig) -> None:
 
     # Bare rollout gradient, same batch sharding.
     batch0 = train.shard_batch(sampler.batch(0), mesh)
-    x0 = jax.jit(lambda b: train.prepare_batch(b, config.flow)[0][:, 0])(batch0)  # (B, 37) heading frame
+    x0 = jax.jit(lambda b: prepare_batch(b, config.flow)[0][:, 0])(batch0)  # (B, 37) heading frame
     U = train.shard_batch({"U": 0.3 * np.random.default_rng(0).standard_normal((B, H, 12)).astype(np.float32)},
                           mesh)["U"]
     bare = jax.jit(jax.grad(lambda U, x0: jnp.mean(envs.rollout(x0, U)[..., 2])))
@@ -108,7 +114,7 @@ def main(cfg: BenchConfig) -> None:
     state = train.replicate(host_state, mesh)
 
     def net_loss(params, batch):
-        x1, cond = train.prepare_batch(batch, config.flow)
+        x1, cond = prepare_batch(batch, config.flow)
         t = jnp.full((B,), 0.5)
         return jnp.mean(DiT1d(config.dit_config).apply(params, normalizer.normalize(x1), t, cond) ** 2)
 
@@ -126,7 +132,7 @@ def main(cfg: BenchConfig) -> None:
         state, m = step_fn(state, train.shard_batch(sampler.batch(k), mesh), norm)
     jax.block_until_ready(m)
     t_full = (time.perf_counter() - t0) / cfg.repeats
-    assert np.isfinite(float(train.to_host(m["train/loss"])))
+    assert np.isfinite(float(to_host(m["train/loss"])))
 
     t_host = time.perf_counter()
     for k in range(cfg.repeats):

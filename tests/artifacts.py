@@ -5,11 +5,11 @@ import numpy as np
 
 import envs
 from dynaflow_policy import checkpoint
-from dynaflow_policy.configs import DiTConfig
+from dynaflow_policy.configs import DiTConfig, TrainConfig
 from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import TrainConfig, init_train_state, save_checkpoint
+from dynaflow_policy.train_state import init_train_state, save_checkpoint
 from envs.physics import ACTION_DIM
 from envs.task import POLICY_INPUT_DIM
 

@@ -1,6 +1,7 @@
 """State-space baseline: random play, inverse dynamics, state flow, the policy, the CLI and its checkpoints."""
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -22,11 +23,11 @@ from dynaflow_policy.baselines.policy import StateFlowIDPolicy
 from dynaflow_policy.baselines.random_play import random_play
 from dynaflow_policy.baselines.state_flow import sample_states
 from dynaflow_policy.checkpoint import META_FILE, STATE_FILE, CheckpointError
+from dynaflow_policy.configs import DiTTrainConfig, conditioning
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
 from dynaflow_policy.data.schema import save_dataset
 from dynaflow_policy.frames import _turn, to_heading_frame
 from dynaflow_policy.model import DiT1d
-from dynaflow_policy.train import conditioning
 from envs.native import NativeGo1
 from envs.physics import ACTION_DIM, BASE_QUAT, STATE_DIM
 from envs.task import is_fallen
@@ -176,6 +177,9 @@ def test_checkpoint_round_trip(run, tmp_path):
                                           ckpt.config, ckpt.report)
     again = baseline_train.load_checkpoint(path)
     assert again.config == ckpt.config and again.report == ckpt.report and again.step == ckpt.step
+    meta = checkpoint.read_meta(path)
+    assert meta[checkpoint.KIND_KEY] == "state_flow" and "model" not in meta
+    assert again.policy_defaults == {"execute_steps": 4, "ode_steps": ckpt.flow.ode_steps}
     for a, b in ((again.state, ckpt.state), (again.inverse_dynamics, ckpt.inverse_dynamics),
                  (again.normalizer, ckpt.normalizer)):
         jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -189,6 +193,11 @@ def test_resume_is_bit_identical_and_skips_random_play(run, tmp_path):
     config = baseline_train.load_checkpoint(workdir).config
     with pytest.raises(FileExistsError, match="resume"):
         baseline_train.train_baseline(config, workdir, log=lambda _: None)
+    changed = (dataclasses.replace(config, random_play=dataclasses.replace(config.random_play, steps=21)),
+               dataclasses.replace(config, train=dataclasses.replace(config.train, weight_decay=0.5)))
+    for bad, field in zip(changed, ("random_play", r"train\.weight_decay: 0\.0001 -> 0\.5")):
+        with pytest.raises(ValueError, match=f"cannot resume .*{field}"):
+            baseline_train.train_baseline(bad, workdir, resume=True, log=lambda _: None)
     lines = []
     resumed = baseline_train.train_baseline(config, workdir, resume=True, log=lines.append)
     assert lines == [f"resuming {workdir / 'checkpoints' / '100'} at step 100"]  # no random play, no ID training
@@ -261,9 +270,16 @@ def test_policy_rejects_bad_observations(run, obs, bad, match):
         policy.act(bad)
 
 
-def test_start_noise_is_refused():
-    with pytest.raises(ValueError, match="start_noise"):
-        baseline_train.BaselineConfig(train=baseline_train.TrainConfig(start_noise=1.0))
+def test_baseline_config_has_no_start_noise(tmp_path):
+    """start_noise perturbs DynaFlow's rollout, which this loss does not have: the config cannot hold it."""
+    assert "start_noise" not in {f.name for f in dataclasses.fields(DiTTrainConfig)}
+    with pytest.raises(TypeError, match="start_noise"):
+        DiTTrainConfig(start_noise=1.0)
+    with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
+        tyro.cli(baseline_train.Args, args=["--workdir", str(tmp_path), "--start-noise", "1.0"])
+    old = baseline_train.BaselineConfig().to_dict()  # the nested layout written while TrainConfig was borrowed
+    old["train"]["start_noise"] = 0.0
+    assert baseline_train.BaselineConfig.from_dict(old) == baseline_train.BaselineConfig()
 
 
 def test_missing_truncated_or_foreign_checkpoints(run, tmp_path):
@@ -285,15 +301,20 @@ def test_exported_checkpoint_acts_identically(run, dataset, tmp_path):
     """``python -m dynaflow_policy.export`` on a baseline run: EMA weights and ID only, same actions."""
     from dynaflow_policy import export
 
-    out = export.main(export.Args(run=run[0], out=str(tmp_path / "shipped")))
-    assert sorted(os.listdir(out)) == [checkpoint.META_FILE, export.PLOT_FILE, export.METRICS_FILE,
+    from dynaflow_policy import run_log
+
+    out = export.main(export.Args(run=run[0], out=str(tmp_path / "shipped"), execute_steps=2))
+    assert sorted(os.listdir(out)) == [checkpoint.META_FILE, run_log.PLOT_FILE, run_log.METRICS_FILE,
                                        checkpoint.STATE_FILE]
     full = baseline_train.load_checkpoint(run[0])
     shipped = baseline_train.load_checkpoint(out)
     assert shipped.state is None and shipped.step == full.step and shipped.report == full.report
+    assert checkpoint.checkpoint_kind(out) == "state_flow"
+    assert shipped.policy_defaults == checkpoint.read_meta(out)["policy"] == {"execute_steps": 2,
+                                                                              "ode_steps": full.flow.ode_steps}
     assert os.path.getsize(os.path.join(out, checkpoint.STATE_FILE)) < 0.5 * os.path.getsize(
         os.path.join(full.path, checkpoint.STATE_FILE))
-    rows = [json.loads(line) for line in open(os.path.join(out, export.METRICS_FILE))]
+    rows = [json.loads(line) for line in open(os.path.join(out, run_log.METRICS_FILE))]
     assert rows and max(r["step"] for r in rows) == full.step
     x = dataset.states[0, 10].astype(np.float64)
     a = StateFlowIDPolicy.from_checkpoint(run[0], seed=2).plan(x, (0.5, 0.0, 0.0), 0)

@@ -28,11 +28,13 @@ import numpy as np
 import pytest
 
 from dynaflow_policy import checkpoint
-from dynaflow_policy.configs import DiTConfig
+from dynaflow_policy.checkpoint import CheckpointError
+from dynaflow_policy.configs import DiTConfig, TrainConfig
+from dynaflow_policy.data.pool import WindowPool, WindowSampler, load_windows
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
-from dynaflow_policy.train import (CheckpointError, TrainConfig, WindowPool, WindowSampler, jit_eval_step,
-                                   load_checkpoint, load_windows, make_mesh, replicate, save_checkpoint, shard_batch,
-                                   to_host, train_and_evaluate)
+from dynaflow_policy.devices import to_host
+from dynaflow_policy.train import jit_eval_step, make_mesh, replicate, shard_batch, train_and_evaluate
+from dynaflow_policy.train_state import load_checkpoint, save_checkpoint
 from envs.native import replay
 from envs.physics import PHYSICS
 
@@ -121,13 +123,13 @@ def test_no_dataset_is_a_clear_error(tmp_path):
 
 
 def test_normalizer_of_a_large_pool_uses_a_seeded_subset(dataset_path, monkeypatch):
-    from dynaflow_policy import train
+    from dynaflow_policy.data import pool as pool_module
 
     pool, _ = load_windows(_config(dataset_path))
-    full = train.fit_normalizer(pool, _config(dataset_path))
-    monkeypatch.setattr(train, "NORMALIZER_WINDOWS", 6)  # fewer than the 16 windows: a subset is drawn
-    a = train.fit_normalizer(pool, _config(dataset_path))
-    b = train.fit_normalizer(pool, _config(dataset_path))
+    full = pool_module.fit_normalizer(pool, _config(dataset_path))
+    monkeypatch.setattr(pool_module, "NORMALIZER_WINDOWS", 6)  # fewer than the 16 windows: a subset is drawn
+    a = pool_module.fit_normalizer(pool, _config(dataset_path))
+    b = pool_module.fit_normalizer(pool, _config(dataset_path))
     np.testing.assert_array_equal(a.std, b.std)
     assert not np.array_equal(a.std, full.std)
 
@@ -178,12 +180,16 @@ def test_metrics_file_and_evaluation(long_run):
         assert np.isfinite(ln["eval/tre"]) and ln["eval/tre"] > 0
         assert 0 <= ln["eval/sae"] < 1e-3  # samples are rollouts of their actions: float error only
     assert all(ln["train/windows_per_s"] > 0 for ln in lines[2:] if "train/loss" in ln)
+    times = [ln["time"] for ln in lines]  # seconds since the Unix epoch, written in order
+    assert times == sorted(times) and time.time() - 3600 < times[0] <= times[-1] <= time.time()
 
 
 def test_checkpoint_round_trip_gives_identical_samples(long_run, dataset_path):
     ckpt = load_checkpoint(long_run["workdir"])  # a work directory: the newest checkpoint under it
     assert ckpt.step == 300 and ckpt.config == long_run["cfg"]
     assert ckpt.path.endswith(os.path.join("checkpoints", "300"))
+    assert checkpoint.read_meta(ckpt.path)[checkpoint.KIND_KEY] == "dynaflow"
+    assert ckpt.policy_defaults == {"execute_steps": 4, "ode_steps": ckpt.config.flow.ode_steps}  # no block: defaults
     for a, b in zip(jax.tree.leaves(ckpt.state), jax.tree.leaves(long_run["state"])):
         np.testing.assert_array_equal(a, b)
     assert sorted(s for s, _ in checkpoint.step_dirs(os.path.join(long_run["workdir"], "checkpoints"))) == [150, 300]
@@ -209,8 +215,11 @@ def test_resume_gives_the_same_params_as_an_uninterrupted_run(dataset_path, tmp_
         f.write(json.dumps({"step": 4, "train/loss": -1.0}) + "\n")
     with pytest.raises(FileExistsError, match="--resume"):
         train_and_evaluate(cfg, split)
-    with pytest.raises(ValueError, match="weight_decay"):
+    with pytest.raises(ValueError, match=r"cannot resume .*weight_decay: 0.0001 -> 0.1"):
         train_and_evaluate(dataclasses.replace(cfg, weight_decay=0.1), split, resume=True)
+    with pytest.raises(ValueError, match="flow"):
+        train_and_evaluate(dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, ode_steps=2)), split,
+                           resume=True)
     train_and_evaluate(cfg, split, resume=True)
 
     a, b = load_checkpoint(straight), load_checkpoint(split)
@@ -355,21 +364,25 @@ def test_checkpoint_keeps_the_newest_k_and_replaces_a_step(tmp_path):
 
 TWO_DEVICES = textwrap.dedent("""
     import os, sys, json, functools
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    from dynaflow_policy.devices import set_host_device_count
+    set_host_device_count(2)
     from envs.compilation_cache import enable_compilation_cache
     enable_compilation_cache()
     import jax, numpy as np
     from dynaflow_policy import train
-    from dynaflow_policy.configs import DiTConfig
+    from dynaflow_policy.configs import DiTConfig, TrainConfig
+    from dynaflow_policy.data.pool import WindowSampler, fit_normalizer, load_windows
+    from dynaflow_policy.devices import to_host
+    from dynaflow_policy.train_state import init_train_state
 
-    cfg = train.TrainConfig(dataset=(sys.argv[1],), horizon=4, batch_size=4, held_out_fraction=0.5,
-                            dit=DiTConfig(d_model=32, depth=1, num_heads=2, mlp_ratio=2.0, horizon=4))
-    pool, _ = train.load_windows(cfg)
-    batch = train.WindowSampler(pool, 4, seed=0).batch(0)
-    normalizer = train.fit_normalizer(pool, cfg)
+    cfg = TrainConfig(dataset=(sys.argv[1],), horizon=4, batch_size=4, held_out_fraction=0.5,
+                      dit=DiTConfig(d_model=32, depth=1, num_heads=2, mlp_ratio=2.0, horizon=4))
+    pool, _ = load_windows(cfg)
+    batch = WindowSampler(pool, 4, seed=0).batch(0)
+    normalizer = fit_normalizer(pool, cfg)
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda p: np.asarray(p + 0.1 * rng.standard_normal(p.shape), np.float32),
-                          train.to_host(jax.jit(functools.partial(train.init_train_state, cfg))().params))
+                          to_host(jax.jit(functools.partial(init_train_state, cfg))().params))
     loss_fn = jax.jit(functools.partial(train.batch_loss, dit=cfg.dit_config, flow=cfg.flow))
     out = {"devices": jax.device_count()}
     for n in (1, 2):
@@ -378,7 +391,7 @@ TWO_DEVICES = textwrap.dedent("""
         out[f"shard_rows_{n}"] = sharded["states"].sharding.shard_shape(sharded["states"].shape)[0]
         loss, aux = loss_fn(train.replicate(params, mesh), sharded, train.replicate(normalizer, mesh),
                             train.replicate(jax.random.PRNGKey(0), mesh))
-        out[f"loss_{n}"] = float(train.to_host(loss))
+        out[f"loss_{n}"] = float(to_host(loss))
     try:
         train.shard_batch({"states": batch["states"][:3]}, train.make_mesh())
     except ValueError as e:

@@ -15,12 +15,12 @@ to be reachable; ``dynaflow_policy.baselines.policy`` turns them into actions
 with the inverse dynamics. The sampler is ``flow.euler_integrate`` of
 ``flow.flow_velocity(X_hat1, X_t, t)``, like DynaFlow's.
 
-Training reuses DynaFlow's pieces unchanged: ``TrainConfig``, ``TrainState``,
-``make_optimizer`` (clip, AdamW), the EMA, ``WindowSampler``'s data order as a
-function of (seed, step), ``prepare_batch`` (heading frame and
-``conditioning(command, gait)``) and the step's noise ``fold_in(rng, step)``, so
-a resumed run computes the same steps as an uninterrupted one. It runs on one
-device.
+Training reuses DynaFlow's pieces unchanged: ``DiTTrainConfig``, ``TrainState``,
+``make_optimizer`` (clip, AdamW) and the EMA (``train_state.apply_gradients``),
+``WindowSampler``'s data order as a function of (seed, step), ``prepare_batch``
+(heading frame and ``conditioning(command, gait)``) and the step's noise
+``fold_in(rng, step)``, so a resumed run computes the same steps as an
+uninterrupted one. It runs on one device.
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ import numpy as np
 import optax
 
 from dynaflow_policy import metrics as metrics_lib
-from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.configs import DiTConfig, DiTTrainConfig, FlowConfig
+from dynaflow_policy.data.pool import WindowPool, WindowSampler, eval_batch, prepare_batch
+from dynaflow_policy.devices import to_host
 from dynaflow_policy.flow import (ApplyFn, Params, euler_integrate, flow_velocity, interpolate, loss_weights,
                                   noise_window)
-from dynaflow_policy.model import DiT1d, init_params
+from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import (MetricsDict, ProgressFn, TrainConfig, TrainState, WindowPool, WindowSampler,
-                                   eval_batch, make_optimizer, prepare_batch, to_host)
+from dynaflow_policy.run_log import MetricsDict, ProgressFn
+from dynaflow_policy.train_state import TrainState, apply_gradients, init_train_state, make_optimizer
 
 SaveFn = Callable[[TrainState], None]
 """save_fn(state): writes a checkpoint of the host state (the caller decides what goes with it)."""
@@ -113,13 +115,9 @@ def sample_states(params: Params, apply_fn: ApplyFn, x0: jax.Array, cond: jax.Ar
 # Training
 
 
-def init_state(config: TrainConfig) -> TrainState:
+def init_state(config: DiTTrainConfig) -> TrainState:
     """Fresh training state from ``config.seed``: state-predicting DiT (zero head), EMA = params, step 0."""
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = init_params(config.dit_config, init_key, predict="states")
-    tx = make_optimizer(config.lr, config.weight_decay, config.grad_clip)
-    return TrainState(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
-                      step=jnp.zeros((), jnp.int32), rng=train_key)
+    return init_train_state(config, predict="states")
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,
@@ -132,7 +130,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Norma
       batch: ``states`` (B, H+1, 37) world frame, ``command`` (B, 3), ``gait`` (B,) int32.
       normalizer: the state normaliser (fitted on heading-frame training windows).
       dit, flow: model and flow configs.
-      tx: the optimiser (``dynaflow_policy.train.make_optimizer``).
+      tx: the optimiser (``dynaflow_policy.train_state.make_optimizer``).
       ema_decay: EMA decay per step.
 
     Returns:
@@ -143,11 +141,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Norma
     loss_fn = functools.partial(state_matching_loss, apply_fn=DiT1d(dit, predict="states").apply, x1_window=x1,
                                 cond=cond, rng=rng, normalizer=normalizer, config=flow)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-    new_state = state.replace(params=params, ema_params=ema, opt_state=opt_state, step=state.step + 1)
-    return new_state, {**aux, "train/grad_norm": optax.tree.norm(grads)}
+    return apply_gradients(state, grads, tx, ema_decay), {**aux, "train/grad_norm": optax.tree.norm(grads)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -158,7 +152,7 @@ def _jit_train_step(dit: DiTConfig, flow: FlowConfig, lr: float, weight_decay: f
     return jax.jit(fn, donate_argnums=0)
 
 
-def jit_train_step(config: TrainConfig):
+def jit_train_step(config: DiTTrainConfig):
     """:func:`train_step` bound to ``config`` and jitted with the state donated (cached on the relevant fields)."""
     return _jit_train_step(config.dit_config, config.flow, config.lr, config.weight_decay, config.grad_clip,
                            config.ema_decay)
@@ -179,7 +173,7 @@ def jit_eval_step(dit: DiTConfig, flow: FlowConfig):
     return jax.jit(functools.partial(eval_step, dit=dit, flow=flow))
 
 
-def fit(config: TrainConfig, state: TrainState, normalizer: Normalizer, train_pool: WindowPool,
+def fit(config: DiTTrainConfig, state: TrainState, normalizer: Normalizer, train_pool: WindowPool,
         held_pool: WindowPool, *, save_fn: SaveFn | None = None,
         progress_fn: ProgressFn | None = None) -> tuple[TrainState, MetricsDict]:
     """Trains from ``state.step`` to ``config.steps``, logging, evaluating and saving at the config's intervals.
@@ -188,7 +182,7 @@ def fit(config: TrainConfig, state: TrainState, normalizer: Normalizer, train_po
       config: the run (``steps``, ``batch_size``, intervals, seed of the data order).
       state: the state to continue from (fresh from :func:`init_state` or restored).
       normalizer: the state normaliser.
-      train_pool, held_pool: training and held-out windows (``dynaflow_policy.train.load_windows``).
+      train_pool, held_pool: training and held-out windows (``dynaflow_policy.data.pool.load_windows``).
       save_fn: called with the host state every ``checkpoint_every`` steps and at the last step.
       progress_fn: ``progress_fn(step, metrics)`` after each logged step (``train/...`` averaged over the
         interval, ``train/steps_per_s``) and each held-out evaluation (``eval/tre``).
@@ -253,6 +247,6 @@ def fit(config: TrainConfig, state: TrainState, normalizer: Normalizer, train_po
     return to_host(state), summary
 
 
-def abstract_state(config: TrainConfig) -> TrainState:
+def abstract_state(config: DiTTrainConfig) -> TrainState:
     """Shape-only :class:`TrainState` of ``config``: the target a checkpoint is restored into."""
     return jax.eval_shape(functools.partial(init_state, config))

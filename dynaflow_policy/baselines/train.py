@@ -11,13 +11,14 @@ their result is in every checkpoint, so ``--resume`` continues the flow
 training without redoing them. A fresh run saves a checkpoint at step 0.
 
 Workdir: ``checkpoints/<step>/`` through ``dynaflow_policy.checkpoint``
-(``config.json``: the configs, normaliser, physics and the measured numbers
-under ``report``; ``state.msgpack``: ``{"flow": TrainState, "inverse_dynamics":
-InverseDynamics}``) and ``metrics.jsonl`` (one JSON object per logged step).
+(``config.json``: ``kind`` = ``"state_flow"``, the configs, normaliser, physics
+and the measured numbers under ``report``; ``state.msgpack``: ``{"flow":
+TrainState, "inverse_dynamics": InverseDynamics}``) and ``metrics.jsonl``
+(``dynaflow_policy.run_log``).
 :class:`dynaflow_policy.baselines.policy.StateFlowIDPolicy` loads a step
 directory, its ``checkpoints`` directory or the workdir.
 
-Seeds: everything follows from ``--seed`` (``TrainConfig.seed``): the flow model
+Seeds: everything follows from ``--seed`` (``DiTTrainConfig.seed``): the flow model
 exactly as in ``dynaflow_policy.train``; the random play's start states, its
 actions, the inverse dynamics' held-out split and its training.
 """
@@ -41,39 +42,40 @@ from dynaflow_policy.baselines import state_flow
 from dynaflow_policy.baselines.inverse_dynamics import (InverseDynamics, InverseDynamicsConfig, predict,
                                                         train_inverse_dynamics, transitions)
 from dynaflow_policy.baselines.random_play import RandomPlayConfig, random_play
-from dynaflow_policy.configs import DiTConfig, FlowConfig
+from dynaflow_policy.configs import DiTConfig, DiTTrainConfig, FlowConfig, policy_defaults
+from dynaflow_policy.data.pool import NO_DATASET, WindowPool, fit_normalizer, load_windows
 from dynaflow_policy.metrics import action_recovery_rmse
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import (EMA_ONLY, NO_DATASET, MetricsDict, ProgressFn, TrainConfig, TrainState, WindowPool,
-                                   check_resumable, MetricsFile, default_config, fit_normalizer, load_windows)
+from dynaflow_policy.run_log import METRICS_FILE, MetricsDict, MetricsLog, ProgressFn
+from dynaflow_policy.train_state import EMA_ONLY, POLICY_KEY, TrainState, checkpoint_meta, read_policy_defaults
 from envs.physics import PHYSICS
 
-MODEL = "state_flow_inverse_dynamics"
-"""``config.json`` key ``model`` of a baseline checkpoint (DynaFlow checkpoints have none)."""
+KIND = "state_flow"
+"""``config.json`` ``kind`` of a baseline checkpoint (``dynaflow_policy.checkpoint.KINDS``)."""
 
 CheckpointError = checkpoint.CheckpointError
 
 LogFn = Callable[[str], None]
 """log(line): one line of text per stage of a run (``print`` by default)."""
 
-_PLAY_STREAM, _ID_STREAM = 11, 12  # seed streams, apart from dynaflow_policy.train's
+_PLAY_STREAM, _ID_STREAM = 11, 12  # seed streams, apart from dynaflow_policy.data.pool's
 
 
 @dataclasses.dataclass(frozen=True)
 class BaselineConfig:
     """Everything that defines a baseline run."""
 
-    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=default_config)
-    """The flow model and its training, as for DynaFlow (flags without a prefix: --dataset, --steps, ...)."""
+    train: Annotated[DiTTrainConfig, tyro.conf.arg(name="")] = DiTTrainConfig()
+    """The flow model and its training: DynaFlow's fields without ``start_noise``, which perturbs a
+    rollout this loss does not have (flags without a prefix: --dataset, --steps, ...)."""
     random_play: RandomPlayConfig = RandomPlayConfig()
     """Random play that the inverse dynamics learns from."""
     inverse_dynamics: InverseDynamicsConfig = InverseDynamicsConfig()
     """The inverse-dynamics MLP and its training."""
 
-    def __post_init__(self) -> None:
-        if self.train.start_noise:
-            raise ValueError("start_noise perturbs the start of DynaFlow's rollout; the state-space baseline "
-                             "has no rollout in its loss, so it must be 0")
+    RESUMABLE_FIELDS = tuple(f"train.{name}" for name in DiTTrainConfig.RESUMABLE_FIELDS)
+    """Fields that may differ between a run and the checkpoint it resumes (dotted paths, a class constant):
+    those of the flow training; ``random_play`` and ``inverse_dynamics`` were used before the first step."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
@@ -82,7 +84,10 @@ class BaselineConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BaselineConfig:
-        return cls(train=TrainConfig.from_dict(d["train"]), random_play=RandomPlayConfig(**d["random_play"]),
+        """The config of a :meth:`to_dict` dict. ``train.start_noise``, always 0 in configs written while the
+        baseline borrowed DynaFlow's ``TrainConfig``, is dropped."""
+        train = {k: v for k, v in d["train"].items() if k != "start_noise"}
+        return cls(train=DiTTrainConfig.from_dict(train), random_play=RandomPlayConfig(**d["random_play"]),
                    inverse_dynamics=InverseDynamicsConfig(**d["inverse_dynamics"]))
 
 
@@ -103,6 +108,8 @@ class BaselineCheckpoint:
       report: the numbers measured before the flow training (:func:`train_baseline`).
       step: flow training step.
       path: the directory it was read from.
+      policy_defaults: the controller defaults ``{"execute_steps": int, "ode_steps": int}``, as
+        ``dynaflow_policy.train_state.Checkpoint.policy_defaults``.
     """
 
     ema_params: Any
@@ -113,6 +120,7 @@ class BaselineCheckpoint:
     report: dict[str, float]
     step: int
     path: str
+    policy_defaults: dict[str, int]
 
     @property
     def dit(self) -> DiTConfig:
@@ -124,10 +132,8 @@ class BaselineCheckpoint:
 
 
 def _checkpoint_meta(normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> dict[str, Any]:
-    return {"model": MODEL, "baseline_config": config.to_dict(),
-            "dit_config": dataclasses.asdict(config.train.dit_config),
-            "flow_config": dataclasses.asdict(config.train.flow), "normalizer": normalizer.to_dict(),
-            "report": report, "physics": PHYSICS.to_dict(), "jax_version": jax.__version__}
+    return {**checkpoint_meta(KIND, config.train.dit_config, config.train.flow, normalizer),
+            "baseline_config": config.to_dict(), "report": report}
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState, inverse_dynamics: InverseDynamics,
@@ -139,16 +145,23 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, inverse_dyn
                            keep=config.train.keep_checkpoints)
 
 
-def export_policy(source: str | os.PathLike, out: str | os.PathLike) -> str:
-    """Writes a shippable checkpoint in ``out``: the flow model's EMA weights and the inverse dynamics.
+def export_policy(source: str | os.PathLike, out: str | os.PathLike, execute_steps: int | None = None,
+                  ode_steps: int | None = None) -> str:
+    """Writes a shippable checkpoint in ``out``: the flow model's EMA weights, the inverse dynamics and
+    the controller defaults.
 
-    Like ``dynaflow_policy.train.export_policy``: it loads with :func:`load_checkpoint`
-    and ``StateFlowIDPolicy.from_checkpoint`` and cannot be resumed. Returns the absolute path of ``out``.
+    Like ``dynaflow_policy.train_state.export_policy`` (same ``execute_steps`` and ``ode_steps``): it loads
+    with :func:`load_checkpoint` and ``StateFlowIDPolicy.from_checkpoint`` and cannot be resumed. Returns
+    the absolute path of ``out``.
+
+    Raises:
+      ValueError: ``execute_steps`` or ``ode_steps`` out of range (before anything is written).
     """
     ckpt = load_checkpoint(source)
+    policy = policy_defaults(execute_steps, ode_steps, ckpt.config.train.horizon, ckpt.config.train.flow)
     arrays = {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params),
               "inverse_dynamics": flax.serialization.to_state_dict(ckpt.inverse_dynamics)}
-    meta = {**_checkpoint_meta(ckpt.normalizer, ckpt.config, ckpt.report), "contents": EMA_ONLY}
+    meta = {**_checkpoint_meta(ckpt.normalizer, ckpt.config, ckpt.report), "contents": EMA_ONLY, POLICY_KEY: policy}
     return checkpoint.save_single(out, ckpt.step, arrays, meta)
 
 
@@ -165,8 +178,9 @@ def load_checkpoint(path: str | os.PathLike) -> BaselineCheckpoint:
     """
     path = checkpoint.resolve(path)
     arrays, meta = checkpoint.restore(path)
-    if meta.get("model") != MODEL:
-        raise CheckpointError(f"{path}: not a state-flow baseline checkpoint (model {meta.get('model')!r}); "
+    kind = checkpoint.kind_of_meta(meta, path)
+    if kind != KIND:
+        raise CheckpointError(f"{path}: not a state-flow baseline checkpoint (kind {kind!r}); "
                               "DynaFlow checkpoints load with dynaflow_policy.DynaFlowPolicy")
     try:
         config = BaselineConfig.from_dict(meta["baseline_config"])
@@ -188,7 +202,9 @@ def load_checkpoint(path: str | os.PathLike) -> BaselineCheckpoint:
     inverse = checkpoint.restore_tree(InverseDynamics.abstract(config.inverse_dynamics.hidden),
                                       arrays["inverse_dynamics"], path, "inverse-dynamics")
     return BaselineCheckpoint(ema_params=ema_params, state=state, inverse_dynamics=inverse, normalizer=normalizer,
-                              config=config, report=report, step=int(meta["step"]), path=path)
+                              config=config, report=report, step=int(meta["step"]), path=path,
+                              policy_defaults=read_policy_defaults(meta, config.train.horizon, config.train.flow,
+                                                                   path))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -252,14 +268,6 @@ def collect_and_fit_inverse_dynamics(pool: WindowPool, config: BaselineConfig,
 # The run
 
 
-def _check_baseline_resumable(saved: BaselineConfig, config: BaselineConfig, path: str) -> None:
-    check_resumable(saved.train, config.train, path)
-    for name in ("random_play", "inverse_dynamics"):
-        if getattr(saved, name) != getattr(config, name):
-            raise ValueError(f"cannot resume {path}: {name} differs ({getattr(saved, name)} -> "
-                             f"{getattr(config, name)}); it was already used to train the inverse dynamics")
-
-
 def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_fn: ProgressFn | None = None, *,
                    resume: bool = False, log: LogFn = print) -> dict[str, float]:
     """Random play, inverse dynamics and state-flow training in ``workdir`` (see the module docstring).
@@ -289,7 +297,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
     existing = checkpoint.checkpoint_to_resume(workdir, resume)
     if existing is not None:
         ckpt = load_checkpoint(existing)
-        _check_baseline_resumable(ckpt.config, config, existing)
+        checkpoint.check_resumable(ckpt.config, config, existing, BaselineConfig.RESUMABLE_FIELDS)
         state, inverse, normalizer, report = ckpt.state, ckpt.inverse_dynamics, ckpt.normalizer, dict(ckpt.report)
         log(f"resuming {existing} at step {ckpt.step}")
     else:
@@ -297,7 +305,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
         normalizer = fit_normalizer(train_pool, config.train)
         state = jax.tree.map(np.asarray, jax.jit(lambda: state_flow.init_state(config.train))())
         save_checkpoint(ckpt_dir, state, inverse, normalizer, config, report)
-    metrics_file = MetricsFile(os.path.join(workdir, "metrics.jsonl"))
+    metrics_file = MetricsLog(os.path.join(workdir, METRICS_FILE))
     metrics_file.truncate_after(int(state.step))
 
     def progress(step: int, values: MetricsDict) -> None:

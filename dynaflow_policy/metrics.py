@@ -1,4 +1,4 @@
-"""The metrics of DESIGN.md, defined once for training logs, evaluation and tests.
+"""The metrics of docs/design.md, defined once for training logs, evaluation and tests.
 
 All state errors are measured in normalised units: a state difference is
 divided per dimension by the normaliser's ``std`` (the mean cancels), and the

@@ -13,7 +13,7 @@ and returns ``|| (x_{k+1} - f(x_k, u)) / sigma ||_2``; its mean is
 and random starts), so each error is an upper bound on the best achievable one.
 
 sigma is the normaliser a default training run fits on this dataset:
-``dynaflow_policy.train.fit_normalizer`` on the training windows (H+1 = 17
+``dynaflow_policy.data.pool.fit_normalizer`` on the training windows (H+1 = 17
 states, heading frame of ``dynaflow_policy.frames``) of
 ``dynaflow_policy.data.windows.train_held_out_windows``.
 
@@ -26,18 +26,12 @@ from the home pose under smooth random actions, cut at the first fall and
 stored in float32 like a dataset: their true error is 0, so that row is the
 metric's floor, and only kinematic errors well above it measure infeasibility.
 
-Centroidal check (no optimiser, exact). Whatever the actions, the centre of
-mass obeys m a_com = m g + (sum of contact forces). MuJoCo's pyramidal cone
-(condim 3) makes each contact force a non-negative combination of the edges
-n +- mu t_i, so |f_t1| + |f_t2| <= mu f_n and hence |f_xy| <= mu f_z on the
-flat floor, for any orientation of the tangent axes; sums and time averages of
-such forces obey the same bound. With a_com from second differences of the
-COM (MuJoCo forward kinematics of the states x_{k-1}, x_k, x_{k+1}), the
-violation is the distance of a_com - g from that cone (or its norm when no foot
-is within ``envs.physics.FOOT_CONTACT_HEIGHT`` of the floor in any of the
-three states), in units of g. It is a lower bound on infeasibility: zero is
-necessary, not sufficient. It runs over every step of every trajectory of the
-gait; the calibration row's rollouts give its floor on feasible data.
+Centroidal check (no optimiser, exact): ``dynaflow_policy.metrics.centroidal_violation``,
+the distance (units of g) of the centre of mass's acceleration minus gravity
+from the friction cone of the feet near the floor. It is a lower bound on
+infeasibility: zero is necessary, not sufficient. It runs over every step of
+every trajectory of the gait; the calibration row's rollouts give its floor on
+feasible data.
 """
 
 from __future__ import annotations
@@ -45,18 +39,17 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import mujoco
 import numpy as np
 import tyro
 
+from dynaflow_policy.configs import TrainConfig
 from dynaflow_policy.data import Dataset, generate_kinematic_dataset, load_dataset
-from dynaflow_policy.data.kinematic import foot_positions
+from dynaflow_policy.data.pool import WindowPool, fit_normalizer
 from dynaflow_policy.data.windows import train_held_out_windows
-from dynaflow_policy.metrics import admissibility_errors_fitted_native
+from dynaflow_policy.metrics import admissibility_errors_fitted_native, centroidal_violation
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.train import TrainConfig, WindowPool, fit_normalizer
 from envs.native import replay
-from envs.physics import ACTION_DIM, FOOT_CONTACT_HEIGHT, FOOT_SITES, NQ, PHYSICS, PhysicsConfig, load_mj_model
+from envs.physics import ACTION_DIM, PHYSICS
 from envs.task import GAITS, is_fallen
 
 GENERATED_TRAJECTORIES, GENERATED_SECONDS = 16, 10.0
@@ -86,36 +79,6 @@ def training_normalizer(ds: Dataset) -> Normalizer:
     config = TrainConfig()
     train, _ = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed)
     return fit_normalizer(WindowPool([train]), config)
-
-
-def centroidal_violation(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """Per-step violation of the centroidal necessary condition (module docstring), in units of g.
-
-    Args:
-      states: (T, 37) consecutive states at the control rate.
-
-    Returns:
-      (T-2,) violation at steps 1..T-2.
-    """
-    m = load_mj_model(physics)
-    d = mujoco.MjData(m)
-    mu = float(max(m.geom_friction[m.geom("floor").id, 0], m.geom_friction[m.geom(FOOT_SITES[0]).id, 0]))
-    g = -float(m.opt.gravity[2])
-    states = np.asarray(states, np.float64)
-    com = np.empty((len(states), 3))
-    for k, x in enumerate(states):
-        d.qpos[:] = x[:NQ]
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_comPos(m, d)
-        com[k] = d.subtree_com[1]  # body 1 = trunk: the whole robot
-    near = (foot_positions(states, physics)[..., 2] < FOOT_CONTACT_HEIGHT).any(-1)  # (T,)
-    can_push = near[2:] | near[1:-1] | near[:-2]  # (T-2,)
-    force = (com[2:] - 2 * com[1:-1] + com[:-2]) / physics.ctrl_dt**2 + np.array([0.0, 0.0, g])  # (T-2, 3) / mass
-    fn, ft = force[:, 2], np.linalg.norm(force[:, :2], axis=-1)
-    to_cone = np.where(ft <= mu * fn, 0.0,  # inside
-                       np.where(mu * ft <= -fn, np.hypot(ft, fn),  # in the polar cone: distance to the apex
-                                (ft - mu * fn) / np.sqrt(1.0 + mu**2)))  # distance to the cone's surface
-    return np.where(can_push, to_cone, np.linalg.norm(force, axis=-1)) / g
 
 
 def calibration_rollouts(n_episodes: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:

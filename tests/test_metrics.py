@@ -108,3 +108,29 @@ def test_bad_shapes_raise(data):
         metrics.sae_native(X, U[:, :-1], norm)
     with pytest.raises(ValueError, match=r"\(37,\)"):
         metrics.sae_native(X, U, np.ones(36))
+
+
+def _shifted_home(offsets: np.ndarray) -> np.ndarray:
+    """(T, 37) home states with base position home + offsets (T, 3): the whole robot moves rigidly."""
+    X = np.repeat(PHYSICS.home_state[None].astype(np.float64), len(offsets), 0)
+    X[:, :3] += offsets
+    return X
+
+
+def test_centroidal_violation_is_zero_on_a_native_rollout(data):
+    X, _, _ = data
+    v = metrics.centroidal_violation(X[0])
+    assert v.shape == (H - 1,) and np.all(v < 0.01)
+
+
+def test_centroidal_violation_by_hand():
+    dt, g, mu = PHYSICS.ctrl_dt, 9.81, 0.8  # mu: the larger of floor (0.6) and foot (0.8) friction
+    t = np.arange(5) * dt
+    # Standing on the floor, the COM accelerating forward at 2 g: the force per unit mass (2g, 0, g)
+    # lies outside the cone |f_xy| <= mu f_z, at distance (2 - mu) g / sqrt(1 + mu^2) from its surface.
+    accelerating = _shifted_home(np.stack([g * t**2, 0 * t, 0 * t], axis=1))
+    np.testing.assert_allclose(metrics.centroidal_violation(accelerating), (2 - mu) / np.sqrt(1 + mu**2), rtol=1e-6)
+    # Standing still is inside the cone; floating 0.5 m up at rest needs a force (g) that no foot can give.
+    np.testing.assert_allclose(metrics.centroidal_violation(_shifted_home(np.zeros((5, 3)))), 0.0, atol=1e-9)
+    floating = _shifted_home(np.tile([0.0, 0.0, 0.5], (5, 1)))
+    np.testing.assert_allclose(metrics.centroidal_violation(floating), 1.0, rtol=1e-6)

@@ -1,14 +1,15 @@
-"""eval/benchmark.py end to end on tiny checkpoints and data: every section runs and reports measured numbers."""
+"""The benchmark end to end on tiny checkpoints and data: every section runs and reports measured numbers."""
 
-import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from artifacts import write_dynaflow_checkpoint, write_ppo_expert
+from dynaflow_policy.benchmark import HELD_COMMAND_ROW, BenchmarkConfig, run_benchmark
 from dynaflow_policy.data import save_dataset
 from dynaflow_policy.data import collect as C
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
@@ -17,49 +18,42 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark", os.path.join(REPO, "eval", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def run(bench, tmp_path_factory):
+def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     expert = write_ppo_expert(tmp / "ppo", out_scale=0.0)
     ds, _ = C.collect(expert, C.CollectConfig(trajectories=4, seconds=1.0), workers=1, progress=False)
     save_dataset(tmp / "expert.npz", ds)
     save_dataset(tmp / "kinematic.npz", generate_kinematic_dataset(8, 1.0, seed=0))
     dynaflow = write_dynaflow_checkpoint(tmp / "dynaflow" / "checkpoints", horizon=8)
-    args = bench.Args(dynaflow=dynaflow, dynaflow_kinematic=dynaflow, ppo=expert,
-                      state_flow=str(tmp / "no_state_flow"), data=str(tmp / "expert.npz"),
-                      kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1, seconds=1.2,
-                      open_loop_seconds=0.4, open_loop_starts=2, kinematic_windows=2, out=str(tmp / "out"))
-    return bench.main(args), args
+    config = BenchmarkConfig(dynaflow=dynaflow, dynaflow_kinematic=dynaflow, ppo=expert,
+                             state_flow=str(tmp / "no_state_flow"), data=str(tmp / "expert.npz"),
+                             kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1,
+                             seconds=1.2, open_loop_seconds=0.4, open_loop_starts=2, kinematic_windows=2,
+                             out=str(tmp / "out"), latency_calls=20, latency_warmup=2)
+    text, _ = run_benchmark(config, log=lambda line: None)
+    return text, config
 
 
 def test_report_has_every_section_and_the_missing_method(run):
-    text, args = run
+    text, config = run
     assert "Not run: State flow + ID" in text
     for heading in ("## Held-out demonstration windows", "## Closed loop: DynaFlow (1 ODE step)",
                     "## Closed loop: DynaFlow (2 ODE steps)", "## Closed loop: PPO expert", "## Open loop",
                     "## Kinematic gaits"):
         assert heading in text
     for name in ("closed_loop.png", "open_loop_drift.png", "benchmark.md", "benchmark.json"):
-        assert os.path.getsize(os.path.join(args.out, name)) > 100
+        assert os.path.getsize(os.path.join(config.out, name)) > 100
 
 
-def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run, bench):
-    _, args = run
-    with open(os.path.join(args.out, "benchmark.json")) as f:
+def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
+    _, config = run
+    with open(os.path.join(config.out, "benchmark.json")) as f:
         result = json.load(f)
     rows = {r["method"]: r for r in result["offline"]}
     assert rows["demonstrations (expert actions)"]["sae"] < 1e-4
     assert rows["DynaFlow (1 ODE step)"]["sae"] < 1e-6  # its states are the rollout of its actions
     assert rows["DynaFlow (1 ODE step)"]["tre"] > 0  # an untrained model does not reproduce the demonstration
-    held = rows[bench.HELD_COMMAND_ROW]  # the standing expert ignores the command: it replays the data
+    held = rows[HELD_COMMAND_ROW]  # the standing expert ignores the command: it replays the data
     assert held["tre"] < 1e-9 and held["action_rmse"] == 0 and held["sae"] < 1e-4
     drift = np.array(result["open_loop"]["DynaFlow (1 ODE step)"]["position"])
     assert drift.shape == (21,) and drift.max() < 1e-6
@@ -67,7 +61,16 @@ def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run, 
     assert kin["dynaflow_sae"] < 1e-6 < kin["data_sae"]  # kinematic data is infeasible, DynaFlow's output is not
     assert set(kin["gaits"]) <= {"trot", "pace", "bound", "pronk"} and kin["gaits"]
     for d in kin["gaits"].values():
-        assert d["episodes"] == args.episodes and 0 < d["survival_seconds"] <= args.seconds
-        assert d["falls_per_minute"] == pytest.approx(d["falls"] / (d["survival_seconds"] * args.episodes / 60))
+        assert d["episodes"] == config.episodes and 0 < d["survival_seconds"] <= config.seconds
+        assert d["falls_per_minute"] == pytest.approx(d["falls"] / (d["survival_seconds"] * config.episodes / 60))
         assert 0 <= d["executed"] <= 1 and 0 <= d["reference"] <= 1
         assert 0 <= d["feet_in_air"] <= 1 and 0 < d["reference_feet_in_air"] < 1 and d["speed"] >= 0
+
+
+def test_cli_defaults_are_the_shipped_checkpoints_and_data():
+    r = subprocess.run([sys.executable, "eval/benchmark.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    for default in ("checkpoints/dynaflow_go1_expert", "checkpoints/state_flow_go1_expert",
+                    "data/go1_expert_small.npz", "--kinematic-windows INT"):
+        assert default in r.stdout

@@ -1,0 +1,48 @@
+"""What one benchmark run measures: the checkpoints, the data and the sizes of each section."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    """Inputs and sizes of :func:`dynaflow_policy.benchmark.run_benchmark`.
+
+    A checkpoint or data path that does not exist is reported as "not run".
+    """
+
+    dynaflow: str
+    """DynaFlow checkpoint trained on the expert demonstrations."""
+    dynaflow_kinematic: str
+    """DynaFlow checkpoint trained on the kinematic gaits."""
+    ppo: str
+    """PPO expert."""
+    state_flow: str
+    """State-space flow + inverse-dynamics baseline."""
+    data: str
+    """Expert demonstrations (held-out windows come from the DynaFlow checkpoint's split)."""
+    kinematic_data: str
+    """Kinematic gait dataset."""
+    out: str
+    """Output directory."""
+    ode_steps: int = 10
+    """N of the 'DynaFlow (N ODE steps)' row."""
+    windows: int = 128
+    """Held-out windows for section 1."""
+    episodes: int = 10
+    """Closed-loop episodes per command."""
+    seconds: float = 10.0
+    """Closed-loop episode length (s)."""
+    open_loop_seconds: float = 5.0
+    """Length of the chained open-loop plans (s)."""
+    open_loop_starts: int = 8
+    """Held-out start states for section 3."""
+    kinematic_windows: int = 16
+    """Kinematic windows whose actions are fitted for the data SAE (LM fit, ~0.1 s per transition)."""
+    seed: int = 0
+    """Seed of window sampling, noise and env resets."""
+    latency_calls: int = 200
+    """Timed act() calls per controller for the latency in the closed-loop headings."""
+    latency_warmup: int = 5
+    """Untimed act() calls before them (compilation)."""

@@ -1,0 +1,78 @@
+"""Section 4 of the benchmark: DynaFlow trained on kinematic gaits, offline and in closed loop.
+
+Offline: the SAE of the kinematic data (actions fitted per transition, an
+upper bound) against the SAE of DynaFlow's output on held-out windows.
+Closed loop, per gait of those windows: the contact-pattern score
+(:func:`envs.task.gait_sync`) of the reference windows and of the executed
+steps, feet in the air, body speed, falls.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+
+import envs
+from dynaflow_policy.benchmark.methods import dynaflow_generator
+from dynaflow_policy.benchmark.sections import generate_windows
+from dynaflow_policy.closed_loop import Controller, run_episode
+from dynaflow_policy.data.split import held_out_windows_for, training_split
+from dynaflow_policy.loading import load_policy
+from dynaflow_policy.metrics import sae_fitted_native, sae_native
+from envs.kinematics import foot_positions
+from envs.physics import FOOT_CONTACT_HEIGHT
+from envs.task import GAITS, body_linvel, gait_sync
+
+
+def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndarray, episodes: int, seconds: float,
+                seed: int) -> dict[str, dict]:
+    """gait name -> scores of the reference windows of that gait and of ``policy``'s episodes under their command.
+
+    Each gait present in ``batch`` runs ``episodes`` episodes (seeds ``seed ..``) of
+    ``seconds`` from the env's resting start, commanded with the gait's first window's command.
+
+    Returns:
+      gait -> ``{"reference", "executed"}`` (mean ``gait_sync``), ``"reference_feet_in_air"``,
+      ``"feet_in_air"`` (mean fraction of feet off the ground), ``"speed"`` (m/s, mean horizontal),
+      ``"command"``, ``"episodes"``, ``"falls"``, ``"falls_per_minute"``, ``"survival_seconds"``.
+    """
+    ctrl_dt = envs.PHYSICS.ctrl_dt
+    gaits = {}
+    env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / ctrl_dt)))
+    for g, gait in enumerate(GAITS):
+        sel = batch["gait"] == g
+        if not np.any(sel):
+            continue
+        ref_contact = foot_positions(X_ref[sel])[..., 2] < FOOT_CONTACT_HEIGHT  # (n, H+1, 4)
+        command = batch["command"][sel][0]
+        runs = [run_episode(env, policy, command, seconds, seed + i, gait) for i in range(episodes)]
+        steps = sum(len(ep["contacts"]) for ep in runs)
+        falls = sum(ep["fell"] for ep in runs)
+        contacts = np.concatenate([ep["contacts"] for ep in runs])  # (steps, 4)
+        velocity = np.concatenate([body_linvel(ep["states"][1:])[:, :2] for ep in runs])  # (steps, 2)
+        gaits[gait] = {"reference": float(gait_sync(ref_contact, g).mean()),
+                       "executed": float(gait_sync(contacts, g).mean()),
+                       "reference_feet_in_air": float(1.0 - ref_contact.mean()),
+                       "feet_in_air": float(1.0 - contacts.mean()),
+                       "speed": float(np.linalg.norm(velocity, axis=1).mean()),
+                       "command": [float(c) for c in command], "episodes": episodes, "falls": int(falls),
+                       "falls_per_minute": falls / (steps * ctrl_dt / 60.0),
+                       "survival_seconds": steps * ctrl_dt / episodes}
+    env.close()
+    return gaits
+
+
+def section_kinematic(checkpoint: str, data_path: str, windows: int, episodes: int, seconds: float,
+                      seed: int) -> dict:
+    """Section 4 for a DynaFlow checkpoint trained on kinematic gaits and a kinematic data file.
+
+    Returns:
+      ``{"data_sae", "dynaflow_sae", "gaits": gait_scores(...), "windows": number of held-out windows}``.
+    """
+    held = held_out_windows_for([training_split(checkpoint)], data_path, windows, seed)
+    X_ref = held.batch["states"].astype(np.float64)  # (B, H+1, 37)
+    data_sae, _ = sae_fitted_native(X_ref, held.normalizer)
+    policy = load_policy(checkpoint, seed=seed)
+    X, U = generate_windows(dynaflow_generator(policy), held.batch, X_ref)
+    return {"data_sae": data_sae, "dynaflow_sae": sae_native(X, U, held.normalizer),
+            "gaits": gait_scores(policy, held.batch, X_ref, episodes, seconds, seed), "windows": len(X_ref)}

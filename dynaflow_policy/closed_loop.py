@@ -6,6 +6,19 @@ Each episode resets the env with a fixed command and a seed (the seed fixes
 the initial joint noise and heading), runs ``seconds`` of control, and stops
 early on a fall.
 
+Two loops run the same episodes. :func:`run_episode` runs one in
+``gymnasium.make``; :func:`run_episodes` runs N at a time in
+``gymnasium.make_vec(..., vectorization_mode="sync")`` with a batched
+controller (``act(obs (N, 44)) -> (N, 12)``, ``reset(mask=...)``, as
+:func:`dynaflow_policy.load_policy` returns): when an environment's episode
+ends, it is reset with the next episode's seed and only its controller row is
+reset. Both give the same episodes (states, actions, torques) for the same
+seeds when the controller's rows do not depend on the batch: bit for bit for
+the PPO expert; a DynaFlow batch rounds differently from one row at a time
+(see ``dynaflow_policy.policy``), so its episodes drift apart from the
+single-env ones. :func:`evaluate_command` uses the single loop unless given
+``num_envs > 1``.
+
 Metrics of one command (:class:`CommandResult`), over all episodes:
 
 - ``falls_per_episode``: fraction of episodes that ended in a fall (or a physics blow-up);
@@ -33,6 +46,7 @@ Metrics of one command (:class:`CommandResult`), over all episodes:
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Protocol, Sequence
 
 import gymnasium
@@ -55,6 +69,12 @@ class Controller(Protocol):
     def act(self, obs: np.ndarray) -> np.ndarray: ...
 
     def reset(self) -> None: ...
+
+
+class BatchedController(Protocol):
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def reset(self, mask: np.ndarray | None = None) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +140,81 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
             "power": np.array(power), "contacts": np.stack(contacts), "fell": fell}
 
 
+def run_episodes(controller: BatchedController, command: Sequence[float], seconds: float, seeds: Sequence[int],
+                 gait: str = "trot", num_envs: int = 8) -> list[dict[str, np.ndarray | bool]]:
+    """The episodes of :func:`run_episode` for each seed, ``num_envs`` at a time in a sync vector env.
+
+    Each environment runs an episode; when it falls or reaches ``seconds``, it is reset with the
+    next seed (its controller row too: ``controller.reset(mask=...)``). Environments left without
+    an episode keep running discarded ones until the last episode ends, so the batch keeps its size.
+
+    Args:
+      controller: a batched controller: ``act(obs (N, 44)) -> (N, 12)``, ``reset(mask=None)``.
+      command, seconds, gait: as :func:`run_episode`.
+      seeds: reset seed of each episode.
+      num_envs: N, environments stepped together (at most ``len(seeds)`` are made).
+
+    Returns:
+      One dict of :func:`run_episode` per seed, in the order of ``seeds``.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    if num_envs < 1 or not seeds:
+        raise ValueError(f"need num_envs >= 1 and at least one seed, got {num_envs} and {len(seeds)} seeds")
+    n, steps, total = min(num_envs, len(seeds)), int(round(seconds / PHYSICS.ctrl_dt)), len(seeds)
+    options = {"command": tuple(command), "gait": gait}
+    env = gymnasium.make_vec(envs.GYM_ID, num_envs=n, vectorization_mode="sync", max_episode_steps=steps)
+    episode = np.arange(n)  # the episode each environment runs; >= total: a discarded one
+    records: list[dict[str, np.ndarray | bool]] = [{}] * total
+    try:
+        obs, _ = env.reset(seed=[int(s) for s in seeds[:n]], options=dict(options))
+        controller.reset()
+        rec = [_EpisodeRecord(x) for x in env.get_attr("state")]
+        while np.any(episode < total):
+            actions = controller.act(obs)  # (N, 12)
+            obs, _, terminated, _, info = env.step(actions)
+            ended = np.zeros(n, bool)
+            for j, x in enumerate(env.get_attr("state")):
+                rec[j].add(x, actions[j], info["torque"][j], info["power"][j], info["contact"][j])
+                if terminated[j] or len(rec[j].actions) == steps:
+                    if episode[j] < total:
+                        records[episode[j]] = rec[j].result(bool(terminated[j]))
+                    ended[j] = True
+            if not ended.any():
+                continue
+            first = int(episode.max()) + 1
+            episode[ended] = first + np.arange(ended.sum())
+            if np.all(episode >= total):
+                break
+            restart = [int(seeds[e]) if e < total else int(e) for e in episode]  # discarded ones: any seed
+            obs, _ = env.reset(seed=restart, options={**options, "reset_mask": ended})
+            controller.reset(mask=ended)
+            states = env.get_attr("state")
+            for j in np.flatnonzero(ended):
+                rec[j] = _EpisodeRecord(states[j])
+    finally:
+        env.close()
+    return records
+
+
+class _EpisodeRecord:
+    """What :func:`run_episode` returns, collected step by step."""
+
+    def __init__(self, x0: np.ndarray):
+        self.states, self.actions, self.torques, self.power, self.contacts = [np.array(x0)], [], [], [], []
+
+    def add(self, x: np.ndarray, action: np.ndarray, torque: np.ndarray, power: float, contact: np.ndarray) -> None:
+        self.states.append(np.array(x))
+        self.actions.append(np.asarray(action, np.float64))
+        self.torques.append(torque)
+        self.power.append(power)
+        self.contacts.append(contact)
+
+    def result(self, fell: bool) -> dict[str, np.ndarray | bool]:
+        return {"states": np.stack(self.states), "actions": np.stack(self.actions), "torques": np.stack(self.torques),
+                "power": np.array(self.power), "contacts": np.stack(self.contacts), "fell": fell}
+
+
 def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
     """Horizontal speeds (m/s) of feet in contact at both ends of a step.
 
@@ -136,54 +231,107 @@ def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
     return speed[contacts[:-1] & contacts[1:]]
 
 
-def evaluate_command(controller: Controller, command: Sequence[float], episodes: int = 20, seconds: float = 10.0,
-                     seed: int = 0, settle_seconds: float = 1.0) -> CommandResult:
-    """Runs ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) of one command; see the module docstring."""
+def evaluate_command(controller: Controller | BatchedController, command: Sequence[float], episodes: int = 20,
+                     seconds: float = 10.0, seed: int = 0, settle_seconds: float = 1.0,
+                     num_envs: int = 1) -> CommandResult:
+    """Runs ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) of one command; see the module docstring.
+
+    Args:
+      num_envs: 1: one episode at a time (:func:`run_episode`); N > 1: N at a time in a vector env
+        (:func:`run_episodes`; the controller must take batches).
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if not 0 <= settle_seconds < seconds:
         raise ValueError(f"settle_seconds must be in [0, seconds = {seconds}), got {settle_seconds}")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    seeds = list(range(seed, seed + episodes))
+    if num_envs > 1:
+        return command_result(run_episodes(controller, command, seconds, seeds, num_envs=num_envs), command,
+                              settle_seconds)
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / PHYSICS.ctrl_dt)))
+    try:
+        return command_result([run_episode(env, controller, command, seconds, s) for s in seeds], command,
+                              settle_seconds)
+    finally:
+        env.close()
+
+
+def command_result(episodes: Sequence[dict[str, np.ndarray | bool]], command: Sequence[float],
+                   settle_seconds: float = 1.0) -> CommandResult:
+    """The metrics (module docstring) of episodes of :func:`run_episode` under one command."""
     settle = int(round(settle_seconds / PHYSICS.ctrl_dt))
     c = np.asarray(command, np.float64)
     errors, torque, power, slip, falls, steps, path, progress = [], [], [], [], 0, 0, 0.0, []
-    try:
-        for i in range(episodes):
-            ep = run_episode(env, controller, command, seconds, seed + i)
-            X = ep["states"][1:]  # (T, 37)
-            tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
-            errors.append(tracking_errors(tracked, c)[settle:])
-            if np.any(c):  # an episode that fell before settling made no progress
-                progress.append(float(np.mean((errors[-1] + c) @ c)) / float(c @ c) if len(errors[-1]) else 0.0)
-            torque.append(np.abs(ep["torques"]).mean(axis=1))
-            power.append(ep["power"])
-            slip.append(foot_slip(ep["states"], ep["contacts"]))
-            falls += int(ep["fell"])
-            steps += len(X)
-            path += float(np.linalg.norm(np.diff(ep["states"][:, BASE_POS][:, :2], axis=0), axis=1).sum())
-    finally:
-        env.close()
+    for ep in episodes:
+        X = ep["states"][1:]  # (T, 37)
+        tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
+        errors.append(tracking_errors(tracked, c)[settle:])
+        if np.any(c):  # an episode that fell before settling made no progress
+            progress.append(float(np.mean((errors[-1] + c) @ c)) / float(c @ c) if len(errors[-1]) else 0.0)
+        torque.append(np.abs(ep["torques"]).mean(axis=1))
+        power.append(ep["power"])
+        slip.append(foot_slip(ep["states"], ep["contacts"]))
+        falls += int(ep["fell"])
+        steps += len(X)
+        path += float(np.linalg.norm(np.diff(ep["states"][:, BASE_POS][:, :2], axis=0), axis=1).sum())
+    n = len(episodes)
     err = np.concatenate(errors)
     rmse = np.sqrt(np.mean(err**2, axis=0)) if len(err) else np.full(3, np.nan)
     sim_seconds = steps * PHYSICS.ctrl_dt
     power_all = np.concatenate(power)
     slip_all = np.concatenate(slip)
     return CommandResult(
-        command=tuple(float(x) for x in c), episodes=episodes, falls_per_episode=falls / episodes,
+        command=tuple(float(x) for x in c), episodes=n, falls_per_episode=falls / n,
         falls_per_minute=falls / (sim_seconds / 60.0), vx_rmse=float(rmse[0]), vy_rmse=float(rmse[1]),
         yaw_rate_rmse=float(rmse[2]), mean_torque=float(np.concatenate(torque).mean()),
         mean_power=float(power_all.mean()),
         energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / path)
                           if np.linalg.norm(c[:2]) > 0.05 and path > 0.05 else float("nan")),
         foot_slip=float(slip_all.mean()) if len(slip_all) else float("nan"),
-        survival_seconds=sim_seconds / episodes,
+        survival_seconds=sim_seconds / n,
         reached_half_command=float(np.mean(np.array(progress) >= 0.5)) if progress else float("nan"))
 
 
-def evaluate(controller: Controller, commands: dict[str, Sequence[float]] = EXPERT_COMMANDS, episodes: int = 20,
-             seconds: float = 10.0, seed: int = 0) -> dict[str, CommandResult]:
+def evaluate(controller: Controller | BatchedController, commands: dict[str, Sequence[float]] = EXPERT_COMMANDS,
+             episodes: int = 20, seconds: float = 10.0, seed: int = 0, num_envs: int = 1) -> dict[str, CommandResult]:
     """:func:`evaluate_command` for each named command (same seeds for each)."""
-    return {name: evaluate_command(controller, c, episodes, seconds, seed) for name, c in commands.items()}
+    return {name: evaluate_command(controller, c, episodes, seconds, seed, num_envs=num_envs)
+            for name, c in commands.items()}
+
+
+def time_controller(controller: Controller, calls: int, warmup: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall time of ``act()`` in a closed loop in the Gymnasium env (reset on a fall), command (0.5, 0, 0).
+
+    Args:
+      controller: any controller (single observations).
+      calls: timed ``act()`` calls; warmup: untimed calls first (compilation).
+      seed: reset seed of the first episode.
+
+    Returns:
+      (act() seconds (calls,), env.step() seconds (calls,)), ``time.perf_counter`` differences.
+    """
+    env = gymnasium.make(envs.GYM_ID)
+    obs, _ = env.reset(seed=seed, options={"command": (0.5, 0.0, 0.0)})
+    controller.reset()
+    act_t, step_t = [], []
+    try:
+        for i in range(warmup + calls):
+            t0 = time.perf_counter()
+            action = controller.act(obs)
+            t1 = time.perf_counter()
+            obs, _, terminated, truncated, _ = env.step(action)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                act_t.append(t1 - t0)
+                step_t.append(t2 - t1)
+            if terminated or truncated:
+                obs, _ = env.reset(options={"command": (0.5, 0.0, 0.0)})
+                controller.reset()
+    finally:
+        env.close()
+    return np.array(act_t), np.array(step_t)
 
 
 def markdown_table(results: dict[str, CommandResult]) -> str:

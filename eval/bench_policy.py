@@ -1,6 +1,7 @@
 """Latency of ``act()``: DynaFlowPolicy (1 and 10 ODE steps) beside the PPO expert's MLP, same run, same CPU.
 
     python eval/bench_policy.py [--dynaflow DIR] [--ppo DIR] [--calls 300]
+    python eval/bench_policy.py --episodes 16 [--seconds 4]     # closed-loop episodes/s, N = 1 vs 8
 
 Each controller acts in the Gymnasium env (native MuJoCo) on the observations
 of its own rollout; only the ``act()`` call is timed (``time.perf_counter``),
@@ -10,6 +11,13 @@ one replanning) and with the default ``execute_steps`` (the amortised cost per
 control step). The native env step is timed in the same loop as the floor.
 Without a shipped DynaFlow checkpoint an untrained ``small`` model of the
 same shape is timed (latency does not depend on the weights); the output says so.
+
+With ``--episodes E`` it measures closed-loop throughput instead: E episodes of
+``--seconds`` s (command vx 0.6 m/s, seeds 0..E-1) with
+``dynaflow_policy.closed_loop.run_episode`` one at a time (N = 1) and with
+``run_episodes`` in a sync vector env of ``--num-envs`` N environments and one
+batched controller, for the PPO expert and DynaFlow, in episodes per second
+(after one untimed episode that compiles).
 """
 
 from __future__ import annotations
@@ -37,9 +45,15 @@ class Args:
     """Untimed calls first (compilation)."""
     seed: int = 0
     """Env reset seed."""
+    episodes: int = 0
+    """> 0: measure closed-loop episodes per second (single env vs vector env) instead of act() latency."""
+    seconds: float = 4.0
+    """Episode length (s) of --episodes."""
+    num_envs: int = 8
+    """Environments of the vector env of --episodes."""
 
 
-def _untrained_dynaflow(**kwargs):
+def _untrained_dynaflow(execute_steps: int = 4, **kwargs):
     import jax
 
     from dynaflow_policy import DynaFlowPolicy
@@ -52,7 +66,7 @@ def _untrained_dynaflow(**kwargs):
     params = init_params(dit, jax.random.PRNGKey(0))
     x = np.asarray(PHYSICS.home_state, np.float64)[None] + 0.05 * np.random.default_rng(0).standard_normal(
         (64, STATE_DIM))
-    return DynaFlowPolicy(params, dit, FlowConfig(), Normalizer.fit(x), **kwargs)
+    return DynaFlowPolicy(params, dit, FlowConfig(), Normalizer.fit(x), execute_steps=execute_steps, **kwargs)
 
 
 def _untrained_ppo():
@@ -66,55 +80,64 @@ def _untrained_ppo():
     return PPOExpert(np.zeros(POLICY_INPUT_DIM), np.ones(POLICY_INPUT_DIM), layers)
 
 
-def time_controller(controller, calls: int, warmup: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(act() seconds (calls,), env.step() seconds (calls,)) in a closed loop (reset on a fall)."""
+def episodes_per_second(make, args: Args) -> tuple[float, float]:
+    """(episodes/s one at a time, episodes/s ``args.num_envs`` at a time) of a fresh controller ``make()``."""
     import gymnasium
 
     import envs
+    from dynaflow_policy.closed_loop import run_episode, run_episodes
+    from envs.physics import PHYSICS
 
+    command, seeds = (0.6, 0.0, 0.0), list(range(args.seed, args.seed + args.episodes))
+    controller = make()
     env = gymnasium.make(envs.GYM_ID)
-    obs, _ = env.reset(seed=seed, options={"command": (0.5, 0.0, 0.0)})
-    controller.reset()
-    act_t, step_t = [], []
-    for i in range(warmup + calls):
-        t0 = time.perf_counter()
-        action = controller.act(obs)
-        t1 = time.perf_counter()
-        obs, _, terminated, truncated, _ = env.step(action)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            act_t.append(t1 - t0)
-            step_t.append(t2 - t1)
-        if terminated or truncated:
-            obs, _ = env.reset(options={"command": (0.5, 0.0, 0.0)})
-            controller.reset()
+    run_episode(env, controller, command, PHYSICS.ctrl_dt, args.seed)  # compiles the one-row plan
+    t0 = time.perf_counter()
+    for s in seeds:
+        run_episode(env, controller, command, args.seconds, s)
+    single = args.episodes / (time.perf_counter() - t0)
     env.close()
-    return np.array(act_t), np.array(step_t)
+    run_episodes(controller, command, args.seconds, seeds[:args.num_envs], num_envs=args.num_envs)  # compiles
+    t0 = time.perf_counter()
+    run_episodes(controller, command, args.seconds, seeds, num_envs=args.num_envs)
+    return single, args.episodes / (time.perf_counter() - t0)
 
 
 def main(args: Args) -> list[dict]:
     from envs.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
-    from dynaflow_policy import DynaFlowPolicy
-    from dynaflow_policy.experts import load_expert
-    from dynaflow_policy.policy import DEFAULT_EXECUTE_STEPS
+    from dynaflow_policy import load_policy
+    from dynaflow_policy.closed_loop import time_controller
 
     trained_df = os.path.isdir(args.dynaflow)
     trained_ppo = os.path.isdir(args.ppo)
 
     def dynaflow(**kwargs):
-        return DynaFlowPolicy.from_checkpoint(args.dynaflow, **kwargs) if trained_df else _untrained_dynaflow(**kwargs)
+        return load_policy(args.dynaflow, **kwargs) if trained_df else _untrained_dynaflow(**kwargs)
+
+    def ppo():
+        return load_policy(args.ppo) if trained_ppo else _untrained_ppo()
 
     ppo_name = os.path.relpath(args.ppo, REPO) if trained_ppo else "untrained MLP (512, 256, 128)"
     df_name = os.path.relpath(args.dynaflow, REPO) if trained_df else "untrained small DiT"
+    if args.episodes > 0:
+        print(f"closed-loop episodes per second, {args.episodes} episodes x {args.seconds:g} s, "
+              f"{os.cpu_count()} CPU cores")
+        print(f"| controller | N = 1 (episodes/s) | N = {args.num_envs} (episodes/s) | speed-up |")
+        print("|---|---|---|---|")
+        for name, make in ((f"PPO expert ({ppo_name})", ppo), (f"DynaFlow ({df_name})", dynaflow)):
+            single, batched = episodes_per_second(make, args)
+            print(f"| {name} | {single:.2f} | {batched:.2f} | {batched / single:.2f} |")
+        return []
+    execute = dynaflow().execute_steps
     configs = [
-        (f"PPO expert ({ppo_name})", lambda: load_expert(args.ppo) if trained_ppo else _untrained_ppo()),
+        (f"PPO expert ({ppo_name})", ppo),
         (f"DynaFlow 1 ODE step, plan every call ({df_name})", lambda: dynaflow(ode_steps=1, execute_steps=1)),
         (f"DynaFlow 10 ODE steps, plan every call ({df_name})", lambda: dynaflow(ode_steps=10, execute_steps=1)),
-        (f"DynaFlow 1 ODE step, plan every {DEFAULT_EXECUTE_STEPS} calls ({df_name})",
+        (f"DynaFlow 1 ODE step, plan every {execute} calls ({df_name})",
          lambda: dynaflow(ode_steps=1)),
-        (f"DynaFlow 10 ODE steps, plan every {DEFAULT_EXECUTE_STEPS} calls ({df_name})",
+        (f"DynaFlow 10 ODE steps, plan every {execute} calls ({df_name})",
          lambda: dynaflow(ode_steps=10)),
     ]
     rows = []

@@ -1,12 +1,13 @@
 """Closed-loop evaluation of a controller in the Gymnasium env: a Markdown table of falls, tracking and torque.
 
     python eval/closed_loop_eval.py                                      # the shipped PPO expert
-    python eval/closed_loop_eval.py --controller dynaflow --checkpoint checkpoints/dynaflow_go1_expert
-    python eval/closed_loop_eval.py --controller state_flow --checkpoint runs/state_flow/checkpoints
+    python eval/closed_loop_eval.py --checkpoint checkpoints/dynaflow_go1_expert
+    python eval/closed_loop_eval.py --checkpoint runs/state_flow --num-envs 8
 
 20 episodes of 10 s per command (vx 0.3, 0.6, 1.0 m/s and a 0.8 rad/s turn in
-place), seeds 0..19, metrics of :mod:`dynaflow_policy.closed_loop`. Prints the
-table and writes it (and a JSON copy) under ``--out``.
+place), seeds 0..19, metrics of :mod:`dynaflow_policy.closed_loop`; the
+controller is :func:`dynaflow_policy.load_policy` of the checkpoint (any kind).
+Prints the table and writes it (and a JSON copy) under ``--out``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import sys
 import time
-from typing import Literal
 
 import tyro
 
@@ -25,8 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    controller: Literal["ppo", "dynaflow", "state_flow"] = "ppo"
-    """Which kind of checkpoint --checkpoint is."""
     checkpoint: str = os.path.join(REPO, "checkpoints", "ppo_go1_trot")
     """Checkpoint directory."""
     episodes: int = 20
@@ -38,37 +36,29 @@ class Args:
     ode_steps: int | None = None
     """DynaFlow and state flow: ODE steps per plan (default: the checkpoint's)."""
     execute_steps: int | None = None
-    """DynaFlow and state flow: actions executed per plan (default: DynaFlowPolicy's)."""
+    """DynaFlow and state flow: actions executed per plan (default: the checkpoint's)."""
+    num_envs: int = 1
+    """Episodes run at once in a sync vector env (1: one at a time)."""
     out: str = "results/closed_loop"
     """Directory for ``<name>.md`` and ``<name>.json``."""
 
 
-def load_controller(args: Args):
-    if args.controller == "ppo":
-        from dynaflow_policy.experts import load_expert
-
-        return load_expert(args.checkpoint)
-    kwargs = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps)) if v is not None}
-    if args.controller == "state_flow":
-        from dynaflow_policy.baselines.policy import StateFlowIDPolicy
-
-        return StateFlowIDPolicy.from_checkpoint(args.checkpoint, **kwargs)
-    from dynaflow_policy import DynaFlowPolicy
-
-    return DynaFlowPolicy.from_checkpoint(args.checkpoint, **kwargs)
-
-
 def main(args: Args) -> str:
+    from dynaflow_policy import load_policy
+    from dynaflow_policy.checkpoint import checkpoint_kind
     from dynaflow_policy.closed_loop import evaluate, markdown_table
 
-    controller = load_controller(args)
+    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps))
+                 if v is not None}
+    controller, kind = load_policy(args.checkpoint, **overrides), checkpoint_kind(args.checkpoint)
     t0 = time.perf_counter()
-    results = evaluate(controller, episodes=args.episodes, seconds=args.seconds, seed=args.seed)
+    results = evaluate(controller, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
+                       num_envs=args.num_envs)
     wall = time.perf_counter() - t0
     table = markdown_table(results)
-    name = f"{args.controller}_{os.path.basename(os.path.normpath(args.checkpoint))}"
+    name = f"{kind}_{os.path.basename(os.path.normpath(args.checkpoint))}"
     os.makedirs(args.out, exist_ok=True)
-    header = (f"{args.controller} controller `{os.path.relpath(args.checkpoint, REPO)}`: {args.episodes} episodes x "
+    header = (f"{kind} controller `{os.path.relpath(args.checkpoint, REPO)}`: {args.episodes} episodes x "
               f"{args.seconds:g} s per command, seeds {args.seed}..{args.seed + args.episodes - 1}; tracking RMSE "
               f"after the first 1 s. Evaluated in {wall:.0f} s.\n\n")
     with open(os.path.join(args.out, name + ".md"), "w") as f:

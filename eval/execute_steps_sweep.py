@@ -4,11 +4,12 @@
 
 For each k in ``--values`` it runs the closed-loop evaluation of
 :mod:`dynaflow_policy.closed_loop` (the same commands and seeds for every k)
-with ``DynaFlowPolicy(execute_steps=k)`` and reports, summed or averaged over
+with ``load_policy(checkpoint, execute_steps=k)`` and reports, summed or averaged over
 the commands: falls per minute, survival, vx RMSE after the first second, mean
 power, and the mean wall time of ``act()`` (planning cost spread over the k
 steps). It ranks the values by falls per minute, then vx RMSE, and names the
-best; ``DynaFlowPolicy``'s default comes from this ranking. Writes
+best; the default stored with an export (``python -m dynaflow_policy.export
+--execute-steps``) comes from this ranking. Writes
 ``sweep.md`` and ``sweep.json`` under ``--out``.
 """
 
@@ -75,13 +76,14 @@ def summarise(results: dict, act_ms: float) -> dict[str, float]:
 
 def main(args: Args) -> int:
     """Runs the sweep, prints and writes the table; returns the best value."""
-    from dynaflow_policy import DynaFlowPolicy
+    from dynaflow_policy import load_policy
     from dynaflow_policy.closed_loop import EXPERT_COMMANDS, evaluate
 
     summary = {}
     t_start = time.perf_counter()
     for k in args.values:
-        policy = _Timed(DynaFlowPolicy.from_checkpoint(args.checkpoint, execute_steps=k, ode_steps=args.ode_steps))
+        ode = {} if args.ode_steps is None else {"ode_steps": args.ode_steps}
+        policy = _Timed(load_policy(args.checkpoint, execute_steps=k, **ode))
         results = evaluate(policy, EXPERT_COMMANDS, episodes=args.episodes, seconds=args.seconds, seed=args.seed)
         summary[k] = summarise(results, 1e3 * policy.seconds / max(policy.calls, 1))
         print(f"execute_steps {k}: {summary[k]}", file=sys.stderr)

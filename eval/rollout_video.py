@@ -39,7 +39,7 @@ class VideoConfig:
     controller: Literal["auto", "dynaflow", "ppo", "stand"] = "auto"
     """auto: the shipped DynaFlow checkpoint, else the shipped PPO expert; stand: hold the default pose."""
     checkpoint: str | None = None
-    """Checkpoint of --controller (default: the shipped one)."""
+    """Checkpoint to run, of any kind (default: the shipped one of --controller)."""
     command: tuple[float, float, float] | None = None
     """Fixed command (vx m/s, vy m/s, yaw rate rad/s) instead of the default schedule."""
     gait: str = "trot"
@@ -70,21 +70,21 @@ class _Stand:
         pass
 
 
-def load_controller(cfg: VideoConfig):
+def _controller(cfg: VideoConfig):
     """(controller, description) for ``cfg.controller``."""
     kind = cfg.controller
     if kind == "auto":
         kind = "dynaflow" if os.path.isdir(SHIPPED["dynaflow"]) else "ppo"
     if kind == "stand":
         return _Stand(), "default pose (zero action)"
+    from dynaflow_policy import load_policy
+    from dynaflow_policy.checkpoint import checkpoint_kind
+
     path = cfg.checkpoint or SHIPPED[kind]
-    if kind == "ppo":
-        from dynaflow_policy.experts import load_expert
-
-        return load_expert(path), f"PPO expert {os.path.relpath(path, REPO)}"
-    from dynaflow_policy import DynaFlowPolicy
-
-    return DynaFlowPolicy.from_checkpoint(path, seed=cfg.seed), f"DynaFlow {os.path.relpath(path, REPO)}"
+    found = checkpoint_kind(path)
+    overrides = {} if found == "ppo" else {"seed": cfg.seed}
+    names = {"ppo": "PPO expert", "dynaflow": "DynaFlow", "state_flow": "state flow + ID"}
+    return load_policy(path, **overrides), f"{names[found]} {os.path.relpath(path, REPO)}"
 
 
 def _caption(frame, lines: list[str]):
@@ -138,7 +138,7 @@ def main(cfg: VideoConfig) -> dict:
     from dynaflow_policy.closed_loop import tracking_errors
     from envs.physics import PHYSICS
 
-    controller, description = load_controller(cfg)
+    controller, description = _controller(cfg)
     fps = round(1.0 / PHYSICS.ctrl_dt)
     n_steps = round(cfg.seconds * fps)
     options = {"gait": cfg.gait}

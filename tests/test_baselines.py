@@ -221,8 +221,8 @@ def test_policy_acts_in_a_gymnasium_loop(run):
     for _ in range(7):
         a = policy.act(o)
         assert a.shape == (12,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
-        if not plans or plans[-1] is not policy.last_states:
-            plans.append(policy.last_states)
+        if not plans or not np.array_equal(plans[-1], policy.last_states):
+            plans.append(policy.last_states.copy())
             np.testing.assert_allclose(plans[-1][0], o[:STATE_DIM], atol=1e-5)  # world frame, starts at the state
         actions.append(a)
         o, *_ = env.step(a)

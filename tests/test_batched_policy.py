@@ -1,10 +1,13 @@
-"""Batched control: one DynaFlowPolicy for N environments acts like N policies, resets rows, refuses bad rows."""
+"""Batched control: one controller for N environments acts like N controllers, resets rows, refuses bad rows."""
+
+import os
 
 import gymnasium
 import numpy as np
 import pytest
 
 import envs
+from dynaflow_policy import load_policy
 from dynaflow_policy.policy import DynaFlowPolicy
 from artifacts import write_dynaflow_checkpoint
 
@@ -111,3 +114,27 @@ def test_bad_masks_and_seeds(ckpt_dir, observations):
     assert policy.num_envs is None
     assert policy.act(observations[0, 0]).shape == (12,)
     assert policy.last_actions.shape == (8, 12) and policy.planned_states().shape == (9, 37)
+
+
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+
+
+def test_ppo_expert_batches_bit_identically_and_names_bad_rows(observations):
+    expert = load_policy(os.path.join(SHIPPED, "ppo_go1_trot"))
+    batch = observations.reshape(-1, 44)  # (T * N, 44)
+    np.testing.assert_array_equal(expert.act(batch), np.stack([expert.act(o) for o in batch]))
+    bad = batch[:4].copy()
+    bad[3, 40:44] = 0
+    with pytest.raises(ValueError, match=r"obs row 3\[40:\]"):
+        expert.act(bad)
+    expert.reset(mask=np.ones(4, bool))  # stateless: the controller interface only
+
+
+def test_state_flow_baseline_batches_like_separate_policies(observations):
+    path = os.path.join(SHIPPED, "state_flow_go1_expert")
+    policy = load_policy(path, execute_steps=2, seed=1)
+    batched = _run(policy, observations, 3, row=2)
+    assert batched.shape == (T, N, 12) and policy.last_states.shape == (N, 17, 37)
+    for i in range(N):
+        alone = _run(load_policy(path, execute_steps=2, seed=1), observations[:, i], 3 if i == 2 else None)
+        np.testing.assert_allclose(batched[:, i], alone, atol=1e-4)

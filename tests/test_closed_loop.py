@@ -1,5 +1,7 @@
 """dynaflow_policy.closed_loop: metrics of a controller whose behaviour is known (hold the default pose)."""
 
+import dataclasses
+
 import gymnasium
 import numpy as np
 import pytest
@@ -107,3 +109,40 @@ def test_bad_arguments_are_clear_errors():
         evaluate_command(Stand(), (0.0, 0.0, 0.0), episodes=0)
     with pytest.raises(ValueError, match="settle_seconds"):
         evaluate_command(Stand(), (0.0, 0.0, 0.0), episodes=1, seconds=0.5)
+
+
+class Bang:
+    """Bang-bang on the sign of an elementwise function of the observation: deterministic, falls, and a
+    row's action does not depend on the batch it is in."""
+
+    def act(self, obs):
+        return np.sign(np.sin(1e3 * np.asarray(obs)[..., :12])).astype(np.float32)
+
+    def reset(self, mask=None):
+        pass
+
+
+@pytest.mark.parametrize("controller", ["ppo", "bang"])
+def test_vector_env_episodes_equal_the_single_env_loop(controller):
+    """Same seeds, deterministic controller: run_episodes (3 envs, 5 episodes) gives run_episode's episodes."""
+    from dynaflow_policy import load_policy
+    from dynaflow_policy.closed_loop import run_episodes
+    from dynaflow_policy.data.collect import DEFAULT_EXPERT
+
+    c = load_policy(DEFAULT_EXPERT) if controller == "ppo" else Bang()
+    seconds = 1.5 if controller == "ppo" else 3.0
+    env = gymnasium.make(envs.GYM_ID)
+    single = [run_episode(env, c, (0.6, 0.0, 0.2), seconds, s, "trot") for s in range(5)]
+    env.close()
+    batched = run_episodes(c, (0.6, 0.0, 0.2), seconds, list(range(5)), "trot", num_envs=3)
+    assert [e["fell"] for e in batched] == [e["fell"] for e in single]
+    if controller == "bang":
+        assert all(e["fell"] for e in single) and len({len(e["actions"]) for e in single}) > 1
+    for a, b in zip(single, batched):
+        for key in ("states", "actions", "torques", "power", "contacts"):
+            np.testing.assert_array_equal(a[key], b[key])
+    r1 = evaluate_command(c, (0.6, 0.0, 0.2), episodes=5, seconds=seconds)
+    r3 = evaluate_command(c, (0.6, 0.0, 0.2), episodes=5, seconds=seconds, num_envs=3)
+    np.testing.assert_equal(dataclasses.asdict(r3), dataclasses.asdict(r1))  # NaN == NaN here
+    with pytest.raises(ValueError, match="num_envs"):
+        evaluate_command(c, (0.6, 0.0, 0.2), episodes=1, num_envs=0)

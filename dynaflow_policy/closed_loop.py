@@ -53,6 +53,7 @@ import gymnasium
 import numpy as np
 
 import envs
+from envs.kinematics import foot_positions
 from envs.physics import BASE_ANGVEL, BASE_POS, PHYSICS
 from envs.task import body_linvel
 
@@ -224,8 +225,6 @@ def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
     Returns:
       (n,) speeds, one per (step, foot) pair in contact before and after the step.
     """
-    from dynaflow_policy.data.kinematic import foot_positions
-
     feet = foot_positions(states[1:])[..., :2]  # (T, 4, 2)
     speed = np.linalg.norm(np.diff(feet, axis=0), axis=-1) / PHYSICS.ctrl_dt  # (T-1, 4)
     return speed[contacts[:-1] & contacts[1:]]

@@ -20,8 +20,9 @@ import numpy as np
 from gymnasium import spaces
 
 from envs import task
+from envs.episode_start import check_command, draw_start, parse_options
 from envs.native import MAX_QVEL, NativeGo1
-from envs.physics import ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, NQ, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import ACTION_DIM, FOOT_CONTACT_HEIGHT, NQ, PHYSICS, PhysicsConfig
 from envs.dynamics import step as rollout_step
 from envs.task import COMMAND_DIM, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
 
@@ -34,14 +35,6 @@ def _mjx_step(config: PhysicsConfig):
     Cached per config, so every MJX-backed env of a process shares one compile.
     """
     return jax.jit(functools.partial(rollout_step, config=config))
-
-
-def _check_command(command, name: str) -> np.ndarray:
-    """(3,) float32 command, or ValueError naming ``name``."""
-    c = np.asarray(command, np.float64)
-    if c.shape != (COMMAND_DIM,) or not np.all(np.isfinite(c)):
-        raise ValueError(f"{name} must be {COMMAND_DIM} finite numbers (vx, vy, yaw rate), got {command!r}")
-    return c.astype(np.float32)
 
 
 class Go1GymEnv(gymnasium.Env):
@@ -212,7 +205,7 @@ class Go1GymEnv(gymnasium.Env):
         Raises:
           ValueError: wrong size or non-finite; the command is then unchanged.
         """
-        self._command = _check_command(command, "command")
+        self._command = check_command(command, "command")
 
     @property
     def gait(self) -> str:
@@ -241,36 +234,11 @@ class Go1GymEnv(gymnasium.Env):
           (obs (44,) float32, info) with ``info["command"]`` and ``info["gait"]``.
         """
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"command", "gait", "state"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'command', 'gait', 'state'")
-
-        # Validate everything before changing anything.
-        command = _check_command(options["command"], "options['command']") if "command" in options else None
-        gait = options.get("gait", "trot")
-        task.gait_index(gait)
-        x = None
-        if "state" in options:
-            x = np.asarray(options["state"], np.float64)
-            if x.shape != (STATE_DIM,):
-                raise ValueError(f"options['state'] must have shape ({STATE_DIM},), got {x.shape}")
-            if not np.all(np.abs(x) < np.finfo(np.float32).max):  # also rejects NaN
-                raise ValueError("options['state'] must be finite (and representable in float32)")
-
-        if command is None:
-            command = self.np_random.uniform(self.command_ranges.low, self.command_ranges.high)
-        if x is None:
-            x = np.asarray(self.config.home_state, np.float64)
-            x[JOINT_POS] = np.clip(
-                x[JOINT_POS] + self.np_random.uniform(-self.reset_noise_scale, self.reset_noise_scale, ACTION_DIM),
-                self.config.joint_lower, self.config.joint_upper)
-            if self.random_yaw:
-                yaw = self.np_random.uniform(-np.pi, np.pi)
-                x[BASE_QUAT] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
-
-        self._command = np.asarray(command, np.float32)
-        self._gait = gait
+        start = parse_options(options)  # validates everything before changing anything
+        x, command = draw_start(self.np_random, start, self.command_ranges, self.reset_noise_scale, self.random_yaw,
+                                self.config)
+        self._command = command
+        self._gait = start.gait
         self._set_state(x)
         return self._get_obs(), {"command": self.command, "gait": self._gait}
 

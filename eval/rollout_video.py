@@ -130,6 +130,10 @@ class _StateRenderer:
 
 def main(cfg: VideoConfig) -> dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (so that Ctrl-C spares it), which makes subprocess
+    # os.fork() this multithreaded JAX process (JAX warns of deadlocks). Without it subprocess starts ffmpeg
+    # fork-free (vfork + exec); Ctrl-C then stops ffmpeg too, which ends an unfinished video either way.
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     import gymnasium
     import imageio
     import numpy as np

@@ -152,7 +152,7 @@ def test_first_swing_filter_that_never_matches_is_a_clear_error(standing_expert)
 
 
 def test_settle_brings_the_robot_to_rest_on_its_feet():
-    from dynaflow_policy.data.kinematic import foot_positions
+    from envs.kinematics import foot_positions
 
     cfg = C.CollectConfig(init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0)
     x0 = C.initial_state(np.random.default_rng(0), cfg)

@@ -52,6 +52,16 @@ def test_make_and_check_env():
     e.close()
 
 
+def test_refused_reset_leaves_the_made_env_usable():
+    e = gymnasium.make(envs.GYM_ID)
+    with pytest.raises(ValueError, match="command"):
+        e.reset(options={"command": (0.5, 0.0)})
+    e.reset(seed=0)
+    obs, _, terminated, truncated, _ = e.step(np.zeros(12, np.float32))
+    assert obs.shape == (OBS_DIM,) and not terminated and not truncated
+    e.close()
+
+
 def test_time_limit_truncates():
     e = gymnasium.make(envs.GYM_ID, max_episode_steps=3)
     e.reset(seed=0, options={"state": PHYSICS.home_state})

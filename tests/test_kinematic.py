@@ -8,10 +8,11 @@ import mujoco
 import numpy as np
 import pytest
 
-from dynaflow_policy.data.kinematic import (GAIT_OFFSETS, KinematicGaitConfig, foot_positions,
+from dynaflow_policy.data.kinematic import (GAIT_OFFSETS, KinematicGaitConfig,
                                             generate_kinematic_dataset, leg_fk, leg_geometry, leg_ik,
                                             quat_from_rpy, synthesize_trajectory)
 from dynaflow_policy.data.schema import load_dataset
+from envs.kinematics import foot_positions
 from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_RADIUS, JOINT_POS, JOINT_VEL, NQ,
                           PHYSICS, load_mj_model)
 from envs.task import GAITS, CommandRanges, body_linvel

@@ -8,7 +8,7 @@ from dynaflow_policy.data.schema import (SCHEMA_VERSION, Dataset, DatasetError, 
                                          save_dataset)
 from dynaflow_policy.data.windows import WindowSet, split_trajectories, train_held_out_windows, window_starts
 
-_KINEMATIC = ("GAIT_OFFSETS", "KinematicGaitConfig", "foot_positions", "generate_kinematic_dataset", "leg_fk",
+_KINEMATIC = ("GAIT_OFFSETS", "KinematicGaitConfig", "generate_kinematic_dataset", "leg_fk",
               "leg_geometry", "leg_ik", "synthesize_trajectory")
 
 

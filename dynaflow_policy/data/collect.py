@@ -47,6 +47,7 @@ import numpy as np
 
 from dynaflow_policy.configs import DiTConfig
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
+from envs.kinematics import foot_positions
 from envs.physics import (ACTION_DIM, BASE_ANGVEL, BASE_LINVEL, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
                           PhysicsConfig)
 from envs.task import COMMAND_DIM, INIT_JOINT_NOISE, CommandRanges, gait_index, is_fallen, observation
@@ -73,8 +74,6 @@ def first_swing(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> str | N
     Args:
       states: (T, 37) one trajectory.
     """
-    from dynaflow_policy.data.kinematic import foot_positions
-
     z = foot_positions(states, physics)[:, :, 2]  # (T, 4)
     lift = z - z[0]
     swinging = np.flatnonzero((lift >= SWING_LIFT).any(axis=1))

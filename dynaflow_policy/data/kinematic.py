@@ -45,10 +45,9 @@ import os
 import time
 from typing import Sequence
 
-import mujoco
 import numpy as np
 
-from envs.physics import FOOT_RADIUS, FOOT_SITES, LEGS, PHYSICS, STATE_DIM, PhysicsConfig, load_mj_model
+from envs.physics import FOOT_RADIUS, LEGS, PHYSICS, STATE_DIM, PhysicsConfig, load_mj_model
 from envs.physics import BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL
 from envs.task import GAITS, CommandRanges, gait_index
 
@@ -440,27 +439,6 @@ def generate_kinematic_dataset(n_trajectories: int, seconds: float, gaits: Seque
              "gaits": list(gaits), "command_ranges": dataclasses.asdict(command_ranges),
              "command_segment_seconds": command_segment_seconds, "config": dataclasses.asdict(config)}
     return Dataset(states, commands, gait_idx, DatasetMetadata.for_physics("kinematic", physics, extra))
-
-
-def foot_positions(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """World foot-site positions by native MuJoCo forward kinematics.
-
-    Args:
-      states: (..., 37) states.
-
-    Returns:
-      (..., 4, 3) foot-site positions (m), order FR, FL, RR, RL.
-    """
-    m = load_mj_model(physics)
-    d = mujoco.MjData(m)
-    sites = [m.site(name).id for name in FOOT_SITES]
-    flat = np.asarray(states, np.float64).reshape(-1, STATE_DIM)
-    out = np.empty((flat.shape[0], 4, 3))
-    for k, x in enumerate(flat):
-        d.qpos[:] = x[: m.nq]
-        mujoco.mj_kinematics(m, d)
-        out[k] = d.site_xpos[sites]
-    return out.reshape(*np.shape(states)[:-1], 4, 3)
 
 
 # --------------------------------------------------------------------------- CLI

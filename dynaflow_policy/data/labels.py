@@ -40,6 +40,7 @@ import tempfile
 import time
 
 import numpy as np
+import tyro
 
 from dynaflow_policy.data.schema import Dataset, load_dataset
 from envs.native import NativeGo1
@@ -303,7 +304,7 @@ def load_labels(dataset_path: str | os.PathLike, ds: Dataset | None = None) -> t
 class Args:
     """``python -m dynaflow_policy.data.labels DATA.npz [DATA2.npz ...] [--workers N]``."""
 
-    datasets: tuple[str, ...]
+    datasets: tyro.conf.Positional[tuple[str, ...]]
     """Dataset files to label (each gets ``<file>.labels/``)."""
     fit: FitConfig = FitConfig()
     """Fit settings (flags without a prefix)."""
@@ -325,6 +326,4 @@ def main(args: Args) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    import tyro
-
     main(tyro.cli(Args, config=(tyro.conf.OmitArgPrefixes,)))

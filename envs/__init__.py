@@ -21,11 +21,9 @@ from envs.physics import (ACTION_DIM, GO1_XML, JOINT_NAMES, PHYSICS, STATE_DIM, 
                           load_mj_model, motor_targets)
 from envs.dynamics import rollout  # noqa: E402
 from envs.kinematics import foot_positions  # noqa: E402
-from envs.task import GAITS, CommandRanges, RewardWeights  # noqa: E402
+from envs.task import EPISODE_SECONDS, GAITS, CommandRanges, RewardWeights  # noqa: E402
 
 GYM_ID = "dynaflow/Go1-v0"
-EPISODE_SECONDS = 20.0
-"""Default Gymnasium episode length (s): 1000 control steps at 50 Hz."""
 
 if GYM_ID not in gymnasium.registry:
     # No passive env checker: when a first reset raises (a refused option), Gymnasium 1.4's checker is left

@@ -20,6 +20,8 @@ GAITS: tuple[str, ...] = ("trot", "pace", "bound", "pronk")
 COMMAND_DIM = 3  # (vx m/s, vy m/s, yaw rate rad/s), body frame
 INIT_JOINT_NOISE = 0.1
 """Default reset perturbation: joint angles are home +- U(this) rad, clipped to the joint ranges."""
+EPISODE_SECONDS = 20.0
+"""Default Gymnasium episode length (s): 1000 control steps at 50 Hz, then truncation."""
 
 
 GAIT_PHASE_GROUPS = np.array([

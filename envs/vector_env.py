@@ -47,7 +47,8 @@ from envs.kinematics import foot_positions
 from envs.native import MAX_QVEL
 from envs.physics import (ACTION_DIM, FOOT_CONTACT_HEIGHT, FOOT_SITES, JOINT_VEL, NQ, PHYSICS, STATE_DIM,
                           PhysicsConfig, load_mj_model, motor_targets)
-from envs.task import COMMAND_DIM, GAITS, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
+from envs.task import COMMAND_DIM, EPISODE_SECONDS, GAITS, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
+
 
 class Batch(NamedTuple):
     """What each environment carries from one step to the next; leading axis N (one row per environment).
@@ -159,7 +160,7 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, max_episode_steps: int | None = round(20.0 / PHYSICS.ctrl_dt),
+    def __init__(self, num_envs: int, max_episode_steps: int | None = round(EPISODE_SECONDS / PHYSICS.ctrl_dt),
                  command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
                  reset_noise_scale: float = task.INIT_JOINT_NOISE, random_yaw: bool = True,
                  config: PhysicsConfig = PHYSICS, backend: str = "mjx", render_mode: str | None = None):
@@ -202,7 +203,7 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
 
     @property
     def state(self) -> np.ndarray:
-        """(N, 37) float64 copy of the physics states; ValueError before the first reset."""
+        """(N, 37) float64 copy of the physics states; ``gymnasium.error.ResetNeeded`` before the first reset."""
         return np.asarray(self._require_batch().x, np.float64)
 
     def _require_batch(self) -> Batch:
@@ -225,6 +226,7 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
 
         Raises:
           ValueError: bad seeds or options; the env is then unchanged.
+          gymnasium.error.ResetNeeded: a ``reset_mask`` before the first reset of every environment.
         """
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
@@ -252,7 +254,8 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
     def _reset_mask(self, reset_mask) -> np.ndarray:
         if reset_mask is None:
             return np.ones(self.num_envs, bool)
-        if not isinstance(reset_mask, np.ndarray) or reset_mask.dtype != np.bool_ or reset_mask.shape != (self.num_envs,):
+        if not (isinstance(reset_mask, np.ndarray) and reset_mask.dtype == np.bool_
+                and reset_mask.shape == (self.num_envs,)):
             raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},), "
                              f"got {reset_mask!r}")
         if not reset_mask.any():

@@ -120,6 +120,7 @@ def test_no_dataset_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dynaflow_policy.train", "--workdir", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "no dataset given: pass --dataset" in proc.stderr
+    assert "RuntimeWarning" not in proc.stderr  # dynaflow_policy's imports do not load train before __main__
 
 
 def test_normalizer_of_a_large_pool_uses_a_seeded_subset(dataset_path, monkeypatch):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import jax.numpy as jnp
 import tyro
@@ -238,7 +238,7 @@ class DiTTrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]):
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         """The config of a :meth:`to_dict` dict (missing fields take their defaults)."""
         d = dict(d)
         d["dataset"] = tuple(d.get("dataset", ()))

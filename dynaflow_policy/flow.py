@@ -103,15 +103,61 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
     return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
 
 
+def network_input(rng: jax.Array, x1_normalised: jax.Array, config: FlowConfig) -> tuple[jax.Array, jax.Array]:
+    """The training input of the network: X_t and t for data windows.
+
+    Args:
+      rng: PRNG key of the noise X_0 and the times t ~ U(0, 1).
+      x1_normalised: (B, H+1, 37) data windows X_1, normalised.
+      config: flow config (``noise_scale``).
+
+    Returns:
+      X_t (B, H+1, 37) normalised, row 0 the data's; t (B,).
+    """
+    b, rows, _ = x1_normalised.shape
+    rng_noise, rng_t = jax.random.split(rng)
+    x_noise = noise_window(rng_noise, x1_normalised[:, 0], rows - 1, config)  # (B, H+1, 37)
+    t = jax.random.uniform(rng_t, (b,))  # (B,)
+    return interpolate(x_noise, x1_normalised, t), t
+
+
+def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, labels: jax.Array,
+               rng: jax.Array, normalizer: Normalizer, config: FlowConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Regression of the network's actions on fitted action labels (no rollout, no physics).
+
+    L = mean((D_theta(X_t, t, c) - labels)^2), with X_t and t drawn exactly as in
+    :func:`matching_loss`, so a network pre-trained with it starts the matching
+    loss on the inputs it has seen. About a tenth of the cost of a matching-loss step.
+
+    Args:
+      params, apply_fn: the network.
+      x1_window: (B, H+1, 37) data windows, heading frame, physical units.
+      cond: (B, 7) conditioning.
+      labels: (B, H, 12) fitted actions of the windows' transitions (``dynaflow_policy.data.labels``).
+      rng: PRNG key of the noise and the times.
+      normalizer: state normaliser.
+      config: flow config.
+
+    Returns:
+      loss, and aux ``train/loss``, ``train/label_mse``, ``train/action_rms``.
+    """
+    x_t, t = network_input(rng, normalizer.normalize(x1_window), config)  # (B, H+1, 37), (B,)
+    actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
+    loss = jnp.mean((actions - labels) ** 2)
+    return loss, {"train/loss": loss, "train/label_mse": loss, "train/action_rms": jnp.sqrt(jnp.mean(actions**2))}
+
+
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
-                  start_noise: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  start_noise: float = 0.0, labels: jax.Array | None = None,
+                  label_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
     with W from :func:`loss_weights` (row 0 masked); with ``start_noise`` > 0 the
-    rollout starts from :func:`perturb_start` of x0 instead. Works under
-    ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
+    rollout starts from :func:`perturb_start` of x0 instead. With ``label_weight``
+    > 0, ``label_weight * mean((U - labels)^2)`` is added (the auxiliary term of
+    :func:`label_loss`). Works under ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
 
     Args:
       params: model parameters (first argument of ``apply_fn``).
@@ -125,31 +171,37 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       start_noise: scale of the start-state perturbation (static; 0 = none). The
         rollout starts from the perturbed state and is still scored against the
         demonstration, so the model learns to steer back to the data from states near it.
+      labels: (B, H, 12) fitted action labels; needed when ``label_weight`` > 0.
+      label_weight: weight of the auxiliary label term (static; 0 = none).
 
     Returns:
       loss: scalar.
       aux: ``train/loss``; ``train/last_state_mse``, the normalised squared error of
-      the window's last state (errors grow along the horizon); ``train/action_rms``.
+      the window's last state (errors grow along the horizon); ``train/action_rms``;
+      with labels, ``train/matching_loss`` and ``train/label_mse``.
     """
     b, rows, _ = x1_window.shape
     if start_noise > 0:
         x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], start_noise)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
-    rng_noise, rng_t = jax.random.split(rng)
     x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)
-    x_noise = noise_window(rng_noise, x1_n[:, 0], rows - 1, config)  # (B, H+1, 37)
-    t = jax.random.uniform(rng_t, (b,))  # (B,)
-    x_t = interpolate(x_noise, x1_n, t)  # (B, H+1, 37)
+    x_t, t = network_input(rng, x1_n, config)  # (B, H+1, 37), (B,)
     actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
     x_hat = envs.rollout(x1_window[:, 0], actions, physics)  # (B, H+1, 37)
     sq_err = (normalizer.normalize(x_hat) - x1_n) ** 2  # (B, H+1, 37)
     w = jnp.asarray(loss_weights(rows - 1, config))  # (H+1, 37)
     loss = jnp.sum(w * sq_err) / (b * jnp.sum(w))
     aux = {
-        "train/loss": loss,
         "train/last_state_mse": jnp.mean(sq_err[:, -1]),
         "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
     }
+    if label_weight > 0:
+        if labels is None:
+            raise ValueError("matching_loss: label_weight > 0 needs labels (B, H, 12)")
+        label_mse = jnp.mean((actions - labels) ** 2)
+        aux.update({"train/matching_loss": loss, "train/label_mse": label_mse})
+        loss = loss + label_weight * label_mse
+    aux["train/loss"] = loss
     return loss, aux
 
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 
 import gymnasium
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import tyro
 
 import envs
-from dynaflow_policy import checkpoint
+from dynaflow_policy import checkpoint, run_log
 from dynaflow_policy.experts import load_expert
 from dynaflow_policy.experts import ppo
 
@@ -60,30 +61,32 @@ def test_run_writes_checkpoint_metrics_and_plot(tiny_run):
     workdir, path, calls = tiny_run
     assert path == os.path.join(workdir, "checkpoints", "160")
     _, meta = checkpoint.restore(path)
-    assert meta["kind"] == "ppo-expert" and meta["step"] == 160
+    assert meta[checkpoint.KIND_KEY] == "ppo" and meta["step"] == 160 and checkpoint.checkpoint_kind(path) == "ppo"
     assert ppo.PPOConfig.from_dict(meta["ppo_config"]) == TINY
     assert _normalizer_count(path) == 160  # one observation per env step went into the normaliser
 
-    rows = ppo.read_metrics(workdir)
+    rows = run_log.read_metrics(workdir / run_log.METRICS_FILE)
     assert [r["step"] for r in rows] == [0, 160]
+    times = [r["time"] for r in rows]  # seconds since the Unix epoch, as every trainer writes
+    assert times == sorted(times) and time.time() - 3600 < times[0] <= times[-1] <= time.time()
     assert [s for s, _ in calls] == [0, 160]
     names = envs.RewardWeights().as_dict()
     for row in rows:
         assert np.isfinite(row["eval/episode_reward"])
         assert {f"reward/{k}" for k in names} <= set(row)  # every named term of envs.task is reported
     assert rows[-1]["train/sps"] > 0
-    assert os.path.getsize(os.path.join(workdir, ppo.PLOT_FILE)) > 1000
+    assert os.path.getsize(os.path.join(workdir, run_log.PLOT_FILE)) > 1000
 
 
 def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
     workdir, _, _ = tiny_run
     shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
-    with open(tmp_path / ppo.METRICS_FILE, "a") as f:  # a line written after the checkpoint, then killed
+    with open(tmp_path / run_log.METRICS_FILE, "a") as f:  # a line written after the checkpoint, then killed
         f.write(json.dumps({"step": 320, "eval/episode_reward": 0.0}) + "\n" + '{"step": 4')
 
     with pytest.raises(ValueError, match="already holds checkpoints"):
         ppo.train(TINY, tmp_path)
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ValueError, match=r"cannot resume .*learning_rate: 0\.0003 -> 0\.001"):
         ppo.train(dataclasses.replace(TINY, learning_rate=1e-3, num_timesteps=320), tmp_path, resume=True)
     assert ppo.train(TINY, tmp_path, resume=True) == os.path.join(tmp_path, "checkpoints", "160")  # nothing to do
 
@@ -91,7 +94,7 @@ def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
     assert path == os.path.join(tmp_path, "checkpoints", "320")
     # The normaliser continued from the checkpoint (a fresh one would have counted 160).
     assert _normalizer_count(path) == 320
-    assert [r["step"] for r in ppo.read_metrics(tmp_path)] == [0, 160, 320]
+    assert [r["step"] for r in run_log.read_metrics(tmp_path / run_log.METRICS_FILE)] == [0, 160, 320]
 
 
 def test_load_expert_acts_in_gym_env(tiny_run):

@@ -11,15 +11,15 @@ Schedule. The run is cut into ``num_evals - 1`` equal intervals of
 interval Brax evaluates the policy (``num_eval_envs`` episodes of
 ``episode_length`` steps) and this module
 
-1. appends one line to ``<workdir>/metrics.jsonl``: ``step``, ``time``,
-   ``eval/episode_reward`` (and Brax's other ``eval/...`` scalars),
+1. appends one line to ``<workdir>/metrics.jsonl`` (``dynaflow_policy.run_log``):
+   ``step`` (env steps), ``time``, ``eval/episode_reward`` (and Brax's other ``eval/...`` scalars),
    ``reward/<name>`` (episode sum of each unweighted term of
    ``envs.task.reward_terms``, averaged over the eval episodes; ``reward_std/<name>``
    its std over episodes) and ``train/...``
    (Brax's training scalars, ``train/sps`` = env steps/s of the interval);
 2. redraws ``<workdir>/learning_curve.png``;
 3. saves ``<workdir>/checkpoints/<env_steps>/`` through :mod:`dynaflow_policy.checkpoint`
-   (see :mod:`dynaflow_policy.experts.policy` for the arrays).
+   (``kind`` = ``"ppo"``; see :mod:`dynaflow_policy.experts.policy` for the arrays).
 
 Resuming (``--resume``). Brax 0.14.2's ``train`` accepts only
 ``restore_params = (normaliser, policy params, value params)``; it does not take
@@ -36,28 +36,24 @@ lines after the checkpoint's step are dropped on resume.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
-import time
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
 
-from dynaflow_policy import checkpoint
-from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS, PPOExpert, load_expert
+from dynaflow_policy import checkpoint, run_log
+from dynaflow_policy.experts.policy import POLICY_INPUTS, PPOExpert, load_expert
+from dynaflow_policy.run_log import METRICS_FILE, PLOT_FILE, MetricsDict, MetricsLog, ProgressFn, read_metrics
 from envs.physics import ACTION_DIM
 from envs.task import GAITS, POLICY_INPUT_DIM, CommandRanges
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "learning_curve.png"
-CHECKPOINT_DIR = "checkpoints"
+KIND = "ppo"
+"""``config.json`` ``kind`` of a PPO expert checkpoint (``dynaflow_policy.checkpoint.KINDS``)."""
 
-MetricsDict = dict[str, float]
-ProgressFn = Callable[[int, MetricsDict], None]
-"""progress_fn(env_steps, metrics): called after each evaluation with the scalars written to metrics.jsonl."""
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,71 +199,14 @@ def _rename(metrics: dict[str, Any]) -> MetricsDict:
     return out
 
 
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:
-    """The lines of ``<workdir>/metrics.jsonl`` (an incomplete last line, from a killed write, is skipped)."""
-    path = os.path.join(os.fspath(workdir), METRICS_FILE)
-    if not os.path.isfile(path):
-        return []
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return rows
-
-
-def _write_metrics(workdir: str, rows: list[dict[str, float]]) -> None:
-    """Rewrites metrics.jsonl atomically with ``rows``."""
-    path = os.path.join(workdir, METRICS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def plot_learning_curve(workdir: str | os.PathLike) -> str:
-    """Draws ``<workdir>/learning_curve.png`` from metrics.jsonl: eval reward and each reward term vs env steps.
-
-    Returns the path.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Draws ``<workdir>/learning_curve.png`` from its metrics.jsonl: eval reward (mean +- std) and each reward
+    term (unweighted episode sums) against env steps. Returns the path."""
     workdir = os.fspath(workdir)
-    rows = [r for r in read_metrics(workdir) if "eval/episode_reward" in r]
-    terms = sorted({k for r in rows for k in r if k.startswith("reward/")})
-    steps = np.array([r["step"] for r in rows], float)
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
-    reward = np.array([r["eval/episode_reward"] for r in rows])
-    std = np.array([r.get("eval/episode_reward_std", 0.0) for r in rows])
-    ax0.plot(steps, reward, "o-", label="eval episode reward")
-    ax0.fill_between(steps, reward - std, reward + std, alpha=0.2)
-    ax0.set_xlabel("env steps")
-    ax0.set_ylabel("episode reward")
-    ax0.set_title("PPO Go1: evaluation reward (mean +- std)")
-    ax0.grid(alpha=0.3)
-    for k in terms:
-        ax1.plot(steps, [r.get(k, np.nan) for r in rows], "o-", ms=3, label=k[len("reward/"):])
-    ax1.set_xlabel("env steps")
-    ax1.set_ylabel("episode sum (unweighted)")
-    ax1.set_yscale("symlog", linthresh=1.0)
-    ax1.set_title("reward terms")
-    ax1.grid(alpha=0.3)
-    if terms:
-        ax1.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = os.path.join(workdir, PLOT_FILE)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    rows = [r for r in read_metrics(os.path.join(workdir, METRICS_FILE)) if "eval/episode_reward" in r]
+    return run_log.plot_learning_curve(rows, os.path.join(workdir, PLOT_FILE), "PPO Go1",
+                                       left=("eval/episode_reward",), right_prefix="reward/", left_scale="linear",
+                                       right_scale="symlog", x_label="env steps")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -276,7 +215,7 @@ def plot_learning_curve(workdir: str | os.PathLike) -> str:
 
 def _checkpoint_meta(config: PPOConfig, interval: int, metrics: MetricsDict) -> dict[str, Any]:
     return {
-        "kind": EXPERT_KIND,
+        checkpoint.KIND_KEY: KIND,
         "ppo_config": config.to_dict(),
         "eval_interval_steps": int(interval),
         "policy": {"inputs": POLICY_INPUTS, "input_dim": POLICY_INPUT_DIM, "action_dim": ACTION_DIM,
@@ -311,15 +250,6 @@ def _arrays_to_params(arrays: dict[str, Any]):
     policy = jax.tree_util.tree_map(jnp.asarray, arrays["policy"])
     value = jax.tree_util.tree_map(jnp.asarray, arrays["value"])
     return normalizer, policy, value
-
-
-def _check_resumable(saved: PPOConfig, config: PPOConfig) -> None:
-    diff = [f.name for f in dataclasses.fields(PPOConfig)
-            if f.name not in PPOConfig.RESUMABLE_FIELDS and getattr(saved, f.name) != getattr(config, f.name)]
-    if diff:
-        raise ValueError("cannot resume: the checkpoint's PPOConfig differs in " + ", ".join(
-            f"{k} ({getattr(saved, k)!r} saved, {getattr(config, k)!r} now)" for k in diff)
-            + f"; only {PPOConfig.RESUMABLE_FIELDS} may change")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -366,23 +296,26 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
     interval = config.eval_interval_steps
     done = 0
     restore_params = None
+    log = MetricsLog(os.path.join(workdir, METRICS_FILE))
     latest = checkpoint.latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
         arrays, meta = checkpoint.restore(latest)
-        if meta.get("kind") != EXPERT_KIND:
-            raise checkpoint.CheckpointError(f"{latest}: not a PPO expert checkpoint")
-        _check_resumable(PPOConfig.from_dict(meta["ppo_config"]), config)
+        kind = checkpoint.kind_of_meta(meta, latest)
+        if kind != KIND:
+            raise checkpoint.CheckpointError(f"{latest}: not a PPO expert checkpoint (kind {kind!r})")
+        checkpoint.check_resumable(PPOConfig.from_dict(meta["ppo_config"]), config, latest,
+                                   PPOConfig.RESUMABLE_FIELDS)
         interval = int(meta["eval_interval_steps"])
         done = int(meta["step"])
         restore_params = _arrays_to_params(arrays)
-        _write_metrics(workdir, [r for r in read_metrics(workdir) if r.get("step", 0) <= done])
+        log.truncate_after(done)
         print(f"resuming from {latest} at {done} env steps", file=sys.stderr)
     elif resume:
         print(f"no checkpoint in {ckpt_dir}: starting a new run", file=sys.stderr)
     else:
         if checkpoint.latest_checkpoint(ckpt_dir) is not None:
             raise ValueError(f"{ckpt_dir} already holds checkpoints: pass resume=True (--resume) or use a new workdir")
-        _write_metrics(workdir, [])
+        log.truncate_after(-1)  # a fresh run: Brax logs step 0 itself
 
     remaining = math.ceil(max(config.num_timesteps - done, 0) / interval)
     if remaining == 0:
@@ -397,7 +330,6 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
 
     last_params: dict[str, Any] = {}
     saved: list[str] = [latest] if latest is not None else []
-    t0 = time.time()
 
     def policy_params_fn(step: int, make_policy, params) -> None:
         last_params["step"], last_params["params"] = step, params
@@ -407,9 +339,7 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
             return  # Brax's initial evaluation of the restored policy: already logged before the interruption
         env_steps = done + int(step)
         values = _rename(metrics)
-        row = {"step": env_steps, "time": time.time() - t0, **values}
-        with open(os.path.join(workdir, METRICS_FILE), "a") as f:
-            f.write(json.dumps(row) + "\n")
+        log.write(env_steps, values)
         plot_learning_curve(workdir)
         if step > 0 and last_params.get("step") == step:
             saved.append(checkpoint.save(ckpt_dir, env_steps, _params_to_arrays(last_params["params"]),
@@ -483,8 +413,7 @@ def main(args: Args) -> None:
     print(f"checkpoint: {path}")
 
 
-__all__ = ["PPOConfig", "default_config", "train", "load_expert", "PPOExpert", "plot_learning_curve",
-           "read_metrics"]
+__all__ = ["PPOConfig", "default_config", "train", "load_expert", "PPOExpert", "plot_learning_curve"]
 
 if __name__ == "__main__":
     main(tyro.cli(Args))

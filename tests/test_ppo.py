@@ -153,6 +153,7 @@ def test_numpy_expert_matches_brax_inference(tiny_run):
     policy = ppo_networks.make_inference_fn(network)(params, deterministic=True)
     obs = np.random.default_rng(0).normal(size=(5, envs.task.OBS_DIM)).astype(np.float32)
     obs[:, :37] += np.asarray(envs.PHYSICS.home_state, np.float32)
+    obs[:, -len(envs.GAITS):] = np.eye(len(envs.GAITS), dtype=np.float32)[np.arange(5) % len(envs.GAITS)]  # valid
     brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(envs.task.policy_input(obs))
     np.testing.assert_allclose(load_expert(path).act(obs), np.asarray(brax_action), atol=1e-5)
 

@@ -34,8 +34,9 @@ from dynaflow_policy.observations import check_observation
 from envs.physics import ACTION_DIM
 from envs.task import POLICY_INPUT_DIM, policy_input
 
-EXPERT_KIND = "ppo-expert"
-"""``config.json`` key ``kind`` of a PPO expert checkpoint."""
+EXPERT_KIND = "ppo"
+"""``config.json`` ``kind`` of a PPO expert checkpoint (one of ``dynaflow_policy.checkpoint.KINDS``; checkpoints
+written before that field say ``"ppo-expert"``, which :func:`dynaflow_policy.checkpoint.kind_of_meta` reads too)."""
 POLICY_INPUTS = "envs.task.policy_input"
 """``config.json`` ``policy.inputs``: what the networks read (checked on load)."""
 
@@ -130,9 +131,10 @@ def load_expert(path: str | os.PathLike, allow_other_physics: bool = False) -> P
       CheckpointError: missing, truncated or corrupt files, other physics, or not a PPO expert.
     """
     arrays, meta = checkpoint.restore(path, allow_other_physics=allow_other_physics)
-    if meta.get("kind") != EXPERT_KIND:
-        raise checkpoint.CheckpointError(f"{os.fspath(path)}: not a PPO expert checkpoint (kind "
-                                         f"{meta.get('kind')!r}, expected {EXPERT_KIND!r})")
+    kind = checkpoint.kind_of_meta(meta, path)
+    if kind != EXPERT_KIND:
+        raise checkpoint.CheckpointError(f"{os.fspath(path)}: not a PPO expert checkpoint (kind {kind!r}, "
+                                         f"expected {EXPERT_KIND!r})")
     if meta.get("policy", {}).get("inputs") != POLICY_INPUTS:
         raise checkpoint.CheckpointError(f"{os.fspath(path)}: the policy reads {meta.get('policy', {}).get('inputs')!r}"
                                          f", this code feeds {POLICY_INPUTS!r}: retrain the expert")

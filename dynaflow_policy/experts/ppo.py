@@ -45,13 +45,10 @@ import numpy as np
 import tyro
 
 from dynaflow_policy import checkpoint, run_log
-from dynaflow_policy.experts.policy import POLICY_INPUTS, PPOExpert, load_expert
+from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS, PPOExpert, load_expert
 from dynaflow_policy.run_log import METRICS_FILE, PLOT_FILE, MetricsDict, MetricsLog, ProgressFn, read_metrics
 from envs.physics import ACTION_DIM
 from envs.task import GAITS, POLICY_INPUT_DIM, CommandRanges
-
-KIND = "ppo"
-"""``config.json`` ``kind`` of a PPO expert checkpoint (``dynaflow_policy.checkpoint.KINDS``)."""
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -215,7 +212,7 @@ def plot_learning_curve(workdir: str | os.PathLike) -> str:
 
 def _checkpoint_meta(config: PPOConfig, interval: int, metrics: MetricsDict) -> dict[str, Any]:
     return {
-        checkpoint.KIND_KEY: KIND,
+        checkpoint.KIND_KEY: EXPERT_KIND,
         "ppo_config": config.to_dict(),
         "eval_interval_steps": int(interval),
         "policy": {"inputs": POLICY_INPUTS, "input_dim": POLICY_INPUT_DIM, "action_dim": ACTION_DIM,
@@ -301,7 +298,7 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
     if latest is not None:
         arrays, meta = checkpoint.restore(latest)
         kind = checkpoint.kind_of_meta(meta, latest)
-        if kind != KIND:
+        if kind != EXPERT_KIND:
             raise checkpoint.CheckpointError(f"{latest}: not a PPO expert checkpoint (kind {kind!r})")
         checkpoint.check_resumable(PPOConfig.from_dict(meta["ppo_config"]), config, latest,
                                    PPOConfig.RESUMABLE_FIELDS)

@@ -259,14 +259,35 @@ class TrainConfig(DiTTrainConfig):
     perturbed state and is still scored against the demonstration, so the model learns
     to steer back to the data. Not in the paper's recipe, hence off by default."""
 
-    RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + ("start_noise",)
-    """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and ``start_noise``, which may change to fine-tune a run
-    (the training state does not depend on it)."""
+    objective: Literal["matching", "labels"] = "matching"
+    """``matching``: the flow-matching loss through the rollout (``dynaflow_policy.flow.matching_loss``);
+    ``labels``: regression on fitted action labels, no rollout (``flow.label_loss``), a cheap pre-training
+    stage. Labels come from ``python -m dynaflow_policy.data.labels`` (cached beside each dataset file)."""
+    label_weight: float = 0.0
+    """With the matching objective, the weight of an auxiliary term ``mean((U - labels)^2)`` (0 = none)."""
+
+    RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + ("start_noise", "objective", "label_weight")
+    """:attr:`DiTTrainConfig.RESUMABLE_FIELDS`, ``start_noise``, ``objective`` and ``label_weight``, which may
+    change to fine-tune a run (the training state does not depend on them): a run pre-trained on labels
+    continues with the matching loss."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.start_noise >= 0:
-            raise ValueError(f"TrainConfig.start_noise must be >= 0, got {self.start_noise}")
+            raise ValueError(f"TrainConfig.start_noise (--start-noise) must be >= 0, got {self.start_noise}")
+        if self.objective not in ("matching", "labels"):
+            raise ValueError(f"TrainConfig.objective (--objective) must be 'matching' or 'labels', "
+                             f"got {self.objective!r}")
+        if not self.label_weight >= 0:
+            raise ValueError(f"TrainConfig.label_weight (--label-weight) must be >= 0, got {self.label_weight}")
+        if self.objective == "labels" and (self.label_weight or self.start_noise):
+            raise ValueError("--label-weight and --start-noise apply to the matching objective; "
+                             "--objective labels takes neither")
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether training reads fitted action labels (the labels objective, or an auxiliary label term)."""
+        return self.objective == "labels" or self.label_weight > 0
 
 
 def default_config() -> TrainConfig:

@@ -6,6 +6,7 @@ One step::
            command (B, 3), gait (B,)  ──  device_put, sharded over the "data" mesh axis
     device to_heading_frame ─► X_1 (B, H+1, 37);  c = command ++ one_hot(gait)  (B, 7)
            matching_loss (normalise, noise, DiT, envs.rollout) ─► grad ─► clip ─► AdamW ─► EMA
+           (``--objective labels``: label_loss, the DiT regressed on fitted actions, no rollout)
 
 Parallelism: a 1-D ``jax.sharding.Mesh`` over ``jax.devices()`` (axis "data");
 the batch is split over it and the state is replicated, so XLA turns the mean
@@ -53,7 +54,7 @@ from dynaflow_policy.configs import DiTConfig, FlowConfig, TrainConfig, default_
 from dynaflow_policy.data.pool import (EVAL_STREAM, NO_DATASET, WindowSampler, eval_batch, fit_normalizer, load_windows,
                                       prepare_batch)
 from dynaflow_policy.devices import set_host_device_count, to_host
-from dynaflow_policy.flow import matching_loss, sample
+from dynaflow_policy.flow import label_loss, matching_loss, sample
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.run_log import METRICS_FILE, MetricsDict, MetricsLog, ProgressFn
@@ -69,29 +70,35 @@ DATA_AXIS = "data"
 
 
 def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, rng: jax.Array, *,
-               dit: DiTConfig, flow: FlowConfig, start_noise: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The flow-matching loss of one raw batch (heading frame and conditioning applied here).
+               dit: DiTConfig, flow: FlowConfig, start_noise: float = 0.0, objective: str = "matching",
+               label_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The loss of one raw batch (heading frame and conditioning applied here).
 
     Returns:
-      (loss, aux) of ``dynaflow_policy.flow.matching_loss``.
+      (loss, aux) of ``dynaflow_policy.flow.matching_loss`` (``objective="matching"``, with the
+      auxiliary label term if ``label_weight`` > 0) or ``flow.label_loss`` (``"labels"``).
     """
     x1, cond = prepare_batch(batch, flow)
-    return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise)
+    if objective == "labels":
+        return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow)
+    return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
+                         labels=batch.get("labels"), label_weight=label_weight)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,
-               flow: FlowConfig, tx: optax.GradientTransformation, ema_decay: float,
-               start_noise: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+               flow: FlowConfig, tx: optax.GradientTransformation, ema_decay: float, start_noise: float = 0.0,
+               objective: str = "matching", label_weight: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step; pure. Bind the keyword arguments with ``functools.partial`` and jit.
 
     Args:
       state: training state (donated by :func:`jit_train_step`).
-      batch: ``states`` (B, H+1, 37) world frame, ``command`` (B, 3), ``gait`` (B,) int32.
+      batch: ``states`` (B, H+1, 37) world frame, ``command`` (B, 3), ``gait`` (B,) int32, and
+        ``labels`` (B, H, 12) when the objective or the label weight needs them.
       normalizer: the state normaliser (fitted on heading-frame training windows).
       dit, flow: model and flow configs.
       tx: the optimiser (:func:`make_optimizer`).
       ema_decay: EMA decay per step.
-      start_noise: ``TrainConfig.start_noise``.
+      start_noise, objective, label_weight: the ``TrainConfig`` fields.
 
     Returns:
       The new state, and scalars ``train/loss``, ``train/last_state_mse``,
@@ -102,7 +109,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Norma
     """
     rng = jax.random.fold_in(state.rng, state.step)
     loss_fn = functools.partial(batch_loss, batch=batch, normalizer=normalizer, rng=rng, dit=dit, flow=flow,
-                                start_noise=start_noise)
+                                start_noise=start_noise, objective=objective, label_weight=label_weight)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, ema_decay)
     zero_leaves = sum(jnp.all(g == 0).astype(jnp.int32) for g in jax.tree.leaves(grads))
@@ -140,9 +147,9 @@ def eval_step(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, 
 
 @functools.lru_cache(maxsize=8)
 def _jit_train_step(dit: DiTConfig, flow: FlowConfig, lr: float, weight_decay: float, grad_clip: float,
-                    ema_decay: float, start_noise: float, mesh: Mesh):
+                    ema_decay: float, start_noise: float, objective: str, label_weight: float, mesh: Mesh):
     fn = functools.partial(train_step, dit=dit, flow=flow, tx=make_optimizer(lr, weight_decay, grad_clip),
-                           ema_decay=ema_decay, start_noise=start_noise)
+                           ema_decay=ema_decay, start_noise=start_noise, objective=objective, label_weight=label_weight)
     return jax.jit(fn, donate_argnums=0, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
@@ -153,7 +160,7 @@ def jit_train_step(config: TrainConfig, mesh: Mesh):
     in their length, intervals or data reuse the compiled step.
     """
     return _jit_train_step(config.dit_config, config.flow, config.lr, config.weight_decay, config.grad_clip,
-                           config.ema_decay, config.start_noise, mesh)
+                           config.ema_decay, config.start_noise, config.objective, config.label_weight, mesh)
 
 
 @functools.lru_cache(maxsize=8)
@@ -243,7 +250,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, progress
         if ckpt.state is None:
             raise ValueError(f"cannot resume {existing}: an exported checkpoint holds only the EMA weights")
         checkpoint.check_resumable(ckpt.config, config, existing, TrainConfig.RESUMABLE_FIELDS)
-    train_pool, held_pool = load_windows(config)
+    train_pool, held_pool = load_windows(config, labels=config.uses_labels)
     if ckpt is not None:
         host_state, normalizer = ckpt.state, ckpt.normalizer
         if is_main:
@@ -274,7 +281,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, progress
     pending: list[dict[str, jax.Array]] = []
     t_mark, n_mark = time.perf_counter(), start
     for step in range(start, config.steps):
-        state, step_metrics = step_fn(state, shard_batch(sampler.batch(step), mesh), norm)
+        state, step_metrics = step_fn(state, shard_batch(sampler.batch(step, labels=config.uses_labels), mesh), norm)
         pending.append(step_metrics)
         done = step + 1
         if step == start:  # exclude compilation from windows/s

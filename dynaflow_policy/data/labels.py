@@ -113,7 +113,7 @@ def label_scale(ds: Dataset) -> np.ndarray:
     from dynaflow_policy.frames import to_heading_frame
     from dynaflow_policy.normalizer import Normalizer
 
-    ws = WindowSet(ds, 16)
+    ws = WindowSet(ds, min(16, ds.n_steps - 1))  # the training horizon, or the whole of short trajectories
     idx = np.sort(np.random.default_rng(0).choice(len(ws), size=min(4096, len(ws)), replace=False))
     return np.asarray(Normalizer.fit(to_heading_frame(ws.batch(idx)["states"])).std, np.float64)
 
@@ -313,6 +313,8 @@ class Args:
 
 
 def main(args: Args) -> dict[str, dict]:
+    if not args.datasets:
+        raise SystemExit("error: name at least one dataset file (python -m dynaflow_policy.data.labels DATA.npz)")
     if args.workers < 0:
         raise SystemExit(f"error: --workers must be >= 0 (0 = one per CPU), got {args.workers}")
     out = {}

@@ -4,6 +4,7 @@
 
     dataset files ─ load_windows ─► WindowPool (train), WindowPool (held out)    split by trajectory
     WindowPool ─ WindowSampler.batch(step) ─► states (B, H+1, 37), command (B, 3), gait (B,)
+                                               [, labels (B, H, 12): fitted actions, with TrainConfig.uses_labels]
     WindowPool ─ fit_normalizer ─► Normalizer of (at most NORMALIZER_WINDOWS) heading-frame windows
     WindowPool ─ eval_batch ─► a fixed set of held-out windows for every evaluation
     batch ─ prepare_batch (on the device) ─► X_1 (B, H+1, 37) heading frame, c (B, 7)
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynaflow_policy.configs import DiTTrainConfig, FlowConfig, conditioning
+from dynaflow_policy.data.labels import load_labels
 from dynaflow_policy.data.schema import load_dataset
 from dynaflow_policy.data.windows import WindowSet, train_held_out_windows
 from dynaflow_policy.frames import to_heading_frame
@@ -52,18 +54,23 @@ class WindowPool:
         self.sets = [s for s in sets if len(s)]
         self._ends = np.cumsum([len(s) for s in self.sets], dtype=np.int64)  # (S,)
         self.has_expert_actions = bool(self.sets) and all(s.has_expert_actions for s in self.sets)
+        self.has_labels = bool(self.sets) and all(s.has_labels for s in self.sets)
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if self.sets else 0
 
-    def batch(self, indices: np.ndarray, expert_actions: bool = False) -> dict[str, np.ndarray]:
+    def batch(self, indices: np.ndarray, expert_actions: bool = False, labels: bool = False) -> dict[str, np.ndarray]:
         """Gathers windows: ``states`` (B, H+1, 37) float32, ``command`` (B, 3) float32, ``gait`` (B,) int32,
-        and ``expert_actions`` (B, H, 12) float32 if asked for (evaluation only; never used for training)."""
+        ``expert_actions`` (B, H, 12) float32 if asked for (evaluation only; never used for training), and
+        ``labels`` (B, H, 12) float32 fitted actions if asked for (every set must have them)."""
+        if labels and not self.has_labels:
+            raise ValueError("labels asked for, but some dataset of the pool was loaded without its fitted labels")
         idx = np.asarray(indices, np.int64)
         which = np.searchsorted(self._ends, idx, side="right")  # (B,) set of each window
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"window indices must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}")
-        keys = ("states", "command", "gait") + (("expert_actions",) if expert_actions else ())
+        keys = ("states", "command", "gait") + (("expert_actions",) if expert_actions else ()) + \
+            (("labels",) if labels else ())
         out: dict[str, np.ndarray] = {}
         for s in np.unique(which):
             rows = np.flatnonzero(which == s)
@@ -77,20 +84,26 @@ class WindowPool:
         return out
 
 
-def load_windows(config: DiTTrainConfig) -> tuple[WindowPool, WindowPool]:
+def load_windows(config: DiTTrainConfig, labels: bool = False) -> tuple[WindowPool, WindowPool]:
     """Loads and validates every file of ``config.dataset``; splits each by trajectory into training and
     held-out windows of ``config.horizon`` (``held_out_fraction``, ``seed``).
+
+    Args:
+      config: the run's data fields.
+      labels: also load each file's fitted action labels (``dynaflow_policy.data.labels``).
 
     Raises:
       ValueError: no dataset (:data:`NO_DATASET`).
       dynaflow_policy.data.schema.DatasetError: a file that does not fit the schema.
+      dynaflow_policy.data.labels.LabelsError: labels asked for and a file has none, or other data's.
     """
     if not config.dataset:
         raise ValueError(NO_DATASET)
     train, held = [], []
     for path in config.dataset:
         ds = load_dataset(path, horizon=config.horizon)
-        tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed)
+        fitted = load_labels(path, ds)[0] if labels else None
+        tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed, labels=fitted)
         train.append(tr)
         held.append(ho)
     return WindowPool(train), WindowPool(held)
@@ -129,9 +142,9 @@ class WindowSampler:
             out[mask] = self._perm(int(epoch))[pos[mask] % n]
         return out
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """Host batch of step ``step`` (see :meth:`WindowPool.batch`), without expert actions."""
-        return self.pool.batch(self.indices(step))
+    def batch(self, step: int, labels: bool = False) -> dict[str, np.ndarray]:
+        """Host batch of step ``step`` (see :meth:`WindowPool.batch`), without expert actions, with labels if asked."""
+        return self.pool.batch(self.indices(step), labels=labels)
 
 
 def fit_normalizer(pool: WindowPool, config: DiTTrainConfig) -> Normalizer:

@@ -47,16 +47,23 @@ class WindowSet:
       trajectories: trajectory indices to draw windows from (default: all), in
         the order their windows are numbered.
       stride: steps between consecutive window starts.
+      labels: (N, T-1, 12) fitted action labels of the dataset's transitions
+        (``dynaflow_policy.data.labels``), or None.
 
     Attributes:
-      dataset, horizon, stride.
+      dataset, horizon, stride, labels.
       trajectories: (M,) int64, the trajectories used.
       traj_index: (W,) int64, trajectory of each window.
       start: (W,) int64, first step of each window.
     """
 
-    def __init__(self, dataset: Dataset, horizon: int, trajectories=None, stride: int = 1):
+    def __init__(self, dataset: Dataset, horizon: int, trajectories=None, stride: int = 1,
+                 labels: np.ndarray | None = None):
+        if labels is not None and np.shape(labels) != (dataset.n_trajectories, dataset.n_steps - 1, 12):
+            raise ValueError(f"labels must have shape (N, T-1, 12) = ({dataset.n_trajectories}, "
+                             f"{dataset.n_steps - 1}, 12) for this dataset, got {np.shape(labels)}")
         self.dataset = dataset
+        self.labels = labels
         self.horizon = int(horizon)
         self.stride = int(stride)
         n, t = dataset.n_trajectories, dataset.n_steps
@@ -78,6 +85,10 @@ class WindowSet:
     def has_expert_actions(self) -> bool:
         return self.dataset.expert_actions is not None
 
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
     def batch(self, indices) -> dict[str, np.ndarray]:
         """Gathers windows.
 
@@ -90,6 +101,7 @@ class WindowSet:
             ``command``: (B, 3) float32, the command at each window's first state;
             ``gait``: (B,) int64;
             ``expert_actions``: (B, H, 12) float32, only if the dataset has them;
+            ``labels``: (B, H, 12) float32 fitted actions, only if the set has labels;
             ``trajectory``: (B,) int64 and ``start``: (B,) int64, where each window came from.
         """
         idx = np.asarray(indices, dtype=np.int64)
@@ -108,6 +120,8 @@ class WindowSet:
         }
         if ds.expert_actions is not None:
             out["expert_actions"] = ds.expert_actions[traj[..., None], steps[..., :-1]]  # (B, H, 12)
+        if self.labels is not None:
+            out["labels"] = self.labels[traj[..., None], steps[..., :-1]]  # (B, H, 12)
         return out
 
     def all(self) -> dict[str, np.ndarray]:
@@ -161,7 +175,8 @@ def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) ->
 
 
 def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: float = 0.1, seed: int = 0,
-                           stride: int = 1, held_out_stride: int | None = None) -> tuple[WindowSet, WindowSet]:
+                           stride: int = 1, held_out_stride: int | None = None,
+                           labels: np.ndarray | None = None) -> tuple[WindowSet, WindowSet]:
     """Train and held-out windows from disjoint trajectories (:func:`split_trajectories`).
 
     Args:
@@ -171,10 +186,11 @@ def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: fl
       seed: split seed.
       stride: window stride of the training set.
       held_out_stride: window stride of the held-out set (default: ``stride``).
+      labels: (N, T-1, 12) fitted action labels, given to both sets, or None.
 
     Returns:
       (train, held_out) window sets. The held-out set may be empty (fraction 0).
     """
     train, held = split_trajectories(dataset.gait, held_out_fraction, seed)
-    return (WindowSet(dataset, horizon, train, stride),
-            WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride))
+    return (WindowSet(dataset, horizon, train, stride, labels),
+            WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride, labels))

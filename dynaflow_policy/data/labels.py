@@ -11,7 +11,7 @@ are read after fitting to *measure* the labels, never to make them.
 Cache layout (beside ``walk.npz``)::
 
     walk.npz.labels/
-      meta.json            the dataset's fingerprint (file name, bytes, sha256, physics hash,
+      meta.json            the dataset's fingerprint (file name, sha256 of its states, physics hash,
                            N, T), the fit settings and scale, and, once complete, the report
       chunk-000000.npz     actions (n, T-1, 12) f32, residual (n, T-1) f32 of trajectories [0, n)
       chunk-000016.npz     ... of trajectories [16, 16 + n)
@@ -92,18 +92,14 @@ def cache_dir(dataset_path: str | os.PathLike) -> str:
     return os.fspath(dataset_path) + CACHE_SUFFIX
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(dataset_path: str | os.PathLike, ds: Dataset) -> dict:
-    """What identifies the labelled data: file name, size and sha256, physics hash, N and T."""
-    path = os.fspath(dataset_path)
-    return {"file": os.path.basename(path), "bytes": os.path.getsize(path), "sha256": _sha256(path),
+    """What identifies the labelled data: file name, sha256 of the states (float32 bytes), physics hash, N and T.
+
+    The states, not the file's bytes, are hashed: the same data collected again (collection is
+    deterministic) is written with other zip timestamps, and its labels still apply.
+    """
+    states = np.ascontiguousarray(ds.states, np.float32)
+    return {"file": os.path.basename(os.fspath(dataset_path)), "states_sha256": hashlib.sha256(states).hexdigest(),
             "physics_hash": ds.metadata.physics_hash, "n_trajectories": ds.n_trajectories, "n_steps": ds.n_steps}
 
 
@@ -119,7 +115,7 @@ def label_scale(ds: Dataset) -> np.ndarray:
 
 
 def _describe(fp: dict) -> str:
-    return (f"{fp['file']} ({fp['bytes']} bytes, sha256 {fp['sha256'][:12]}, physics {fp['physics_hash'][:12]}, "
+    return (f"{fp['file']} (states sha256 {fp['states_sha256'][:12]}, physics {fp['physics_hash'][:12]}, "
             f"N={fp['n_trajectories']}, T={fp['n_steps']})")
 
 

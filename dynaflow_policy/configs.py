@@ -7,7 +7,7 @@ of ``jax.jit``; each checks its values in ``__post_init__``.
 - :class:`DiTTrainConfig`: training a DiT on dataset windows (data, optimiser,
   schedule), shared by DynaFlow and the state-flow baseline
   (``dynaflow_policy.baselines.train``); :class:`TrainConfig` adds DynaFlow's
-  ``start_noise``.
+  ``start_noise``, ``objective`` and ``label_weight``.
 - :func:`conditioning`: c = command ++ gait one-hot, (B, 7).
 - :func:`policy_defaults`: the controller defaults an exported checkpoint carries.
 """
@@ -251,7 +251,8 @@ class DiTTrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(DiTTrainConfig):
-    """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig` and ``start_noise``."""
+    """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig`, ``start_noise``, ``objective``
+    and ``label_weight`` (the fields of the rollout loss and of the fitted action labels)."""
 
     start_noise: float = 0.0
     """Scale of a random perturbation of each training window's start state (0 = none;

@@ -171,7 +171,8 @@ class RecedingHorizonPolicy:
           mask: None: every environment, and the next :meth:`act` may start a batch of another size.
             (N,) bool: only the environments where True (the others keep their plans and streams),
             e.g. those a Gymnasium vector env has just reset.
-          seed: None: each reset environment keeps its seed. An int: the seed of every reset
+          seed: None: with a mask, each reset environment keeps its seed; without one, every
+            environment returns to ``self.seed``. An int: the seed of every reset
             environment (and, with ``mask=None``, the new default ``self.seed``). (N,) ints: environment
             i's seed is ``seed[i]``. An environment's stream restarts at ``jax.random.PRNGKey(its seed)``.
 

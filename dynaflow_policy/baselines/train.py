@@ -18,8 +18,9 @@ TrainState, "inverse_dynamics": InverseDynamics}``) and ``metrics.jsonl``
 :class:`dynaflow_policy.baselines.policy.StateFlowIDPolicy` loads a step
 directory, its ``checkpoints`` directory or the workdir.
 
-Seeds: everything follows from ``--seed`` (``DiTTrainConfig.seed``): the flow model
-exactly as in ``dynaflow_policy.train``; the random play's start states, its
+Seeds: everything follows from ``--seed`` (``DiTTrainConfig.seed``): the flow model's
+initialisation, noise, split and data order exactly as in DynaFlow training
+(``dynaflow_policy.train_state``, ``dynaflow_policy.data.pool``); the random play's start states, its
 actions, the inverse dynamics' held-out split and its training.
 """
 
@@ -66,8 +67,9 @@ class BaselineConfig:
     """Everything that defines a baseline run."""
 
     train: Annotated[DiTTrainConfig, tyro.conf.arg(name="")] = DiTTrainConfig()
-    """The flow model and its training: DynaFlow's fields without ``start_noise``, which perturbs a
-    rollout this loss does not have (flags without a prefix: --dataset, --steps, ...)."""
+    """The flow model and its training: DynaFlow's fields without ``start_noise``, ``objective`` and
+    ``label_weight``, which concern a rollout and action labels this loss does not have (flags without a
+    prefix: --dataset, --steps, ...)."""
     random_play: RandomPlayConfig = RandomPlayConfig()
     """Random play that the inverse dynamics learns from."""
     inverse_dynamics: InverseDynamicsConfig = InverseDynamicsConfig()

@@ -48,7 +48,8 @@ from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM
 
 CACHE_SUFFIX = ".labels"
 META_FILE = "meta.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Version 2 fingerprints the states (version 1 hashed the file's bytes)."""
 EXACT_RESIDUAL = 1e-3
 """A transition whose fitted residual is below this counts as fitted exactly in the report."""
 
@@ -115,8 +116,8 @@ def label_scale(ds: Dataset) -> np.ndarray:
 
 
 def _describe(fp: dict) -> str:
-    return (f"{fp['file']} (states sha256 {fp['states_sha256'][:12]}, physics {fp['physics_hash'][:12]}, "
-            f"N={fp['n_trajectories']}, T={fp['n_steps']})")
+    return (f"{fp.get('file')} (states sha256 {str(fp.get('states_sha256'))[:12]}, physics "
+            f"{str(fp.get('physics_hash'))[:12]}, N={fp.get('n_trajectories')}, T={fp.get('n_steps')})")
 
 
 def _check_meta(meta: dict, fp: dict, fit: FitConfig, directory: str, dataset_path: str) -> None:

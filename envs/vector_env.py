@@ -265,12 +265,18 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
     def _seeds(self, seed) -> list[int | None]:
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)):
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            if seed < 0:
+                raise ValueError(f"seed must be an int >= 0, got {seed}")
             return [int(seed) + i for i in range(self.num_envs)]
         seeds = list(seed)
         if len(seeds) != self.num_envs:
             raise ValueError(f"seed must be None, an int or {self.num_envs} seeds, got {len(seeds)} seeds")
-        return seeds
+        bad = [i for i, s in enumerate(seeds)
+               if s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0)]
+        if bad:  # checked before any environment is reseeded
+            raise ValueError(f"seed of environment {bad[0]} must be None or an int >= 0, got {seeds[bad[0]]!r}")
+        return [None if s is None else int(s) for s in seeds]
 
     def _start_options(self, options: dict[str, Any]) -> list[StartOptions]:
         """Per-environment options, broadcast from one value for all or one value per environment."""

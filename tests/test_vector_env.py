@@ -214,6 +214,17 @@ def test_bad_reset_options_raise_and_leave_the_env_usable(venv, options, match):
     assert venv.step(np.zeros((N, 12), np.float32))[0].shape == (N, OBS_DIM)
 
 
+@pytest.mark.parametrize("seed, match", [([1, -1, 2], "environment 1"), ([1, 2, 2.5], "environment 2"), (-3, ">= 0")])
+def test_bad_seeds_raise_before_any_environment_is_reseeded(venv, seed, match):
+    first, _ = venv.reset(seed=5)
+    with pytest.raises(ValueError, match=match):
+        venv.reset(seed=seed)
+    np.testing.assert_array_equal(venv.state, first[:, :STATE_DIM])
+    again, _ = venv.reset()  # the streams continue from seed 5, as if the bad call had not happened
+    venv.reset(seed=5)
+    np.testing.assert_array_equal(venv.reset()[0], again)
+
+
 def test_step_before_reset_and_bad_arguments():
     with pytest.raises(gymnasium.error.ResetNeeded):
         Go1VectorEnv(2).step(np.zeros((2, 12)))

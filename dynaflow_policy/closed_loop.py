@@ -79,6 +79,46 @@ class BatchedController(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A command that changes during an episode, and shoves, for :func:`run_episode`.
+
+    Attributes:
+      commands: ((start s, (vx, vy, yaw rate)), ...) in increasing start time, the first at 0 s:
+        each command holds from its start until the next one starts.
+      pushes: ((time s, (vx, vy)), ...): at that time the base's world-frame velocity jumps by
+        (vx, vy) m/s (``Go1Env.push``), just before the control step.
+    """
+
+    commands: tuple[tuple[float, tuple[float, float, float]], ...]
+    pushes: tuple[tuple[float, tuple[float, float]], ...] = ()
+
+    def __post_init__(self):
+        starts = [t for t, _ in self.commands]
+        if not starts or starts[0] != 0 or np.any(np.diff(starts) <= 0):
+            raise ValueError(f"Scenario.commands must start at 0 s and increase in time, got starts {starts}")
+        for _, c in self.commands:
+            if np.shape(c) != (3,) or not np.all(np.isfinite(c)):
+                raise ValueError(f"Scenario.commands: each command must be 3 finite numbers, got {c!r}")
+        for t, v in self.pushes:
+            if not t >= 0 or np.shape(v) != (2,) or not np.all(np.isfinite(v)):
+                raise ValueError(f"Scenario.pushes: each push must be (time >= 0, 2 finite m/s), got {(t, v)!r}")
+
+    @classmethod
+    def constant(cls, command: Sequence[float]) -> Scenario:
+        """One command held for the whole episode, no pushes."""
+        return cls(((0.0, tuple(float(x) for x in command)),))
+
+    def command_at(self, step: int) -> np.ndarray:
+        """(3,) command in force during control step ``step`` (time ``step * ctrl_dt``)."""
+        t = step * PHYSICS.ctrl_dt + 1e-9
+        return np.asarray([c for start, c in self.commands if start <= t][-1], np.float64)
+
+    def pushes_at(self, step: int) -> list[tuple[float, float]]:
+        """The pushes applied just before control step ``step``."""
+        return [v for t, v in self.pushes if int(round(t / PHYSICS.ctrl_dt)) == step]
+
+
+@dataclasses.dataclass(frozen=True)
 class CommandResult:
     """Metrics of one command over ``episodes`` episodes (see the module docstring)."""
 
@@ -110,35 +150,42 @@ def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
     return tracked - commands
 
 
-def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[float], seconds: float,
+def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[float] | Scenario, seconds: float,
                 seed: int, gait: str = "trot") -> dict[str, np.ndarray | bool]:
     """One episode of ``command`` and ``gait`` (a name of ``envs.task.GAITS``) from the env's reset with ``seed``.
 
+    Args:
+      command: (vx, vy, yaw rate) held for the episode, or a :class:`Scenario` (commands changed with
+        ``set_command`` and pushes applied as the episode runs).
+
     Returns:
-      ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``torques`` (T, 12) N m and
-      ``power`` (T,) W (substep averages, ``info["torque"]``, ``info["power"]``), ``contacts``
-      (T, 4) bool, and ``fell``.
+      ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``commands`` (T, 3) in force at
+      each step, ``torques`` (T, 12) N m and ``power`` (T,) W (substep averages, ``info["torque"]``,
+      ``info["power"]``), ``contacts`` (T, 4) bool, and ``fell``.
     """
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
-    obs, _ = env.reset(seed=seed, options={"command": tuple(command), "gait": gait})
+    scenario = command if isinstance(command, Scenario) else Scenario.constant(command)
+    obs, _ = env.reset(seed=seed, options={"command": tuple(scenario.command_at(0)), "gait": gait})
     controller.reset()
     unwrapped = env.unwrapped
-    states, actions, torques, power, contacts = [unwrapped.state], [], [], [], []
+    rec = _EpisodeRecord(unwrapped.state)
     fell = False
-    for _ in range(int(round(seconds / PHYSICS.ctrl_dt))):
+    for step in range(int(round(seconds / PHYSICS.ctrl_dt))):
+        command_now = scenario.command_at(step)
+        if step and np.any(command_now != scenario.command_at(step - 1)):
+            unwrapped.set_command(command_now)
+            obs = unwrapped.observation()
+        for push in scenario.pushes_at(step):
+            unwrapped.push(push)
+            obs = unwrapped.observation()
         action = controller.act(obs)
         obs, _, terminated, _, info = env.step(action)
-        states.append(unwrapped.state)
-        actions.append(np.asarray(action, np.float64))
-        torques.append(info["torque"])
-        power.append(info["power"])
-        contacts.append(info["contact"])
+        rec.add(unwrapped.state, action, info["torque"], info["power"], info["contact"], command_now)
         if terminated:
             fell = True
             break
-    return {"states": np.stack(states), "actions": np.stack(actions), "torques": np.stack(torques),
-            "power": np.array(power), "contacts": np.stack(contacts), "fell": fell}
+    return rec.result(fell)
 
 
 def run_episodes(controller: BatchedController, command: Sequence[float], seconds: float, seeds: Sequence[int],
@@ -176,7 +223,7 @@ def run_episodes(controller: BatchedController, command: Sequence[float], second
             obs, _, terminated, _, info = env.step(actions)
             ended = np.zeros(n, bool)
             for j, x in enumerate(env.get_attr("state")):
-                rec[j].add(x, actions[j], info["torque"][j], info["power"][j], info["contact"][j])
+                rec[j].add(x, actions[j], info["torque"][j], info["power"][j], info["contact"][j], command)
                 if terminated[j] or len(rec[j].actions) == steps:
                     if episode[j] < total:
                         records[episode[j]] = rec[j].result(bool(terminated[j]))
@@ -202,18 +249,21 @@ class _EpisodeRecord:
     """What :func:`run_episode` returns, collected step by step."""
 
     def __init__(self, x0: np.ndarray):
-        self.states, self.actions, self.torques, self.power, self.contacts = [np.array(x0)], [], [], [], []
+        self.states, self.actions, self.torques, self.power, self.contacts, self.commands = [np.array(x0)], [], [], [], [], []
 
-    def add(self, x: np.ndarray, action: np.ndarray, torque: np.ndarray, power: float, contact: np.ndarray) -> None:
+    def add(self, x: np.ndarray, action: np.ndarray, torque: np.ndarray, power: float, contact: np.ndarray,
+            command: np.ndarray) -> None:
         self.states.append(np.array(x))
         self.actions.append(np.asarray(action, np.float64))
         self.torques.append(torque)
         self.power.append(power)
         self.contacts.append(contact)
+        self.commands.append(np.asarray(command, np.float64))
 
     def result(self, fell: bool) -> dict[str, np.ndarray | bool]:
         return {"states": np.stack(self.states), "actions": np.stack(self.actions), "torques": np.stack(self.torques),
-                "power": np.array(self.power), "contacts": np.stack(self.contacts), "fell": fell}
+                "power": np.array(self.power), "contacts": np.stack(self.contacts),
+                "commands": np.stack(self.commands), "fell": fell}
 
 
 def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
@@ -259,16 +309,26 @@ def evaluate_command(controller: Controller | BatchedController, command: Sequen
 
 def command_result(episodes: Sequence[dict[str, np.ndarray | bool]], command: Sequence[float],
                    settle_seconds: float = 1.0) -> CommandResult:
-    """The metrics (module docstring) of episodes of :func:`run_episode` under one command."""
+    """The metrics (module docstring) of episodes of :func:`run_episode` under one command or scenario.
+
+    Errors are against the command in force at each step (``ep["commands"]``); the progress behind
+    ``reached_half_command`` is ``sum_t v_t . c_t / sum_t |c_t|^2``, which is the module docstring's for a
+    held command. ``command`` is the one reported (a scenario's first).
+    """
     settle = int(round(settle_seconds / PHYSICS.ctrl_dt))
     c = np.asarray(command, np.float64)
     errors, torque, power, slip, falls, steps, path, progress = [], [], [], [], 0, 0, 0.0, []
+    moves = False
     for ep in episodes:
         X = ep["states"][1:]  # (T, 37)
         tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
-        errors.append(tracking_errors(tracked, c)[settle:])
-        if np.any(c):  # an episode that fell before settling made no progress
-            progress.append(float(np.mean((errors[-1] + c) @ c)) / float(c @ c) if len(errors[-1]) else 0.0)
+        C = ep["commands"][:len(tracked)]  # (T', 3)
+        errors.append(tracking_errors(tracked, C)[settle:])
+        C = C[settle:]
+        moves = moves or bool(np.any(np.linalg.norm(ep["commands"][:, :2], axis=1) > 0.05))
+        if np.any(ep["commands"]):  # an episode that fell before settling made no progress
+            norm = float(np.sum(C * C))
+            progress.append(float(np.sum((errors[-1] + C) * C)) / norm if norm > 0 else 0.0)
         torque.append(np.abs(ep["torques"]).mean(axis=1))
         power.append(ep["power"])
         slip.append(foot_slip(ep["states"], ep["contacts"]))
@@ -287,7 +347,7 @@ def command_result(episodes: Sequence[dict[str, np.ndarray | bool]], command: Se
         yaw_rate_rmse=float(rmse[2]), mean_torque=float(np.concatenate(torque).mean()),
         mean_power=float(power_all.mean()),
         energy_per_meter=(float(power_all.sum() * PHYSICS.ctrl_dt / path)
-                          if np.linalg.norm(c[:2]) > 0.05 and path > 0.05 else float("nan")),
+                          if moves and path > 0.05 else float("nan")),
         foot_slip=float(slip_all.mean()) if len(slip_all) else float("nan"),
         survival_seconds=sim_seconds / n,
         reached_half_command=float(np.mean(np.array(progress) >= 0.5)) if progress else float("nan"))

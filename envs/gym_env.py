@@ -22,7 +22,7 @@ from gymnasium import spaces
 from envs import task
 from envs.episode_start import check_command, draw_start, parse_options
 from envs.native import MAX_QVEL, NativeGo1
-from envs.physics import ACTION_DIM, FOOT_CONTACT_HEIGHT, NQ, PHYSICS, PhysicsConfig
+from envs.physics import ACTION_DIM, BASE_LINVEL, FOOT_CONTACT_HEIGHT, NQ, PHYSICS, PhysicsConfig
 from envs.dynamics import step as rollout_step
 from envs.task import COMMAND_DIM, OBS_DIM, OBSERVATION_STRUCTURE, CommandRanges, RewardWeights
 
@@ -207,11 +207,28 @@ class Go1GymEnv(gymnasium.Env):
         """
         self._command = check_command(command, "command")
 
+    def push(self, velocity) -> None:
+        """A lateral shove: adds ``velocity`` (2,) (m/s, world x and y) to the base's linear velocity at once.
+
+        The contact state and the previous action are kept, so the next :meth:`step` continues the
+        episode from the pushed state (an impulse of ``mass * velocity``, as a disturbance test).
+
+        Raises:
+          ValueError: not 2 finite numbers; the state is then unchanged.
+        """
+        dv = np.asarray(velocity, np.float64)
+        if dv.shape != (2,) or not np.all(np.isfinite(dv)):
+            raise ValueError(f"push velocity must be 2 finite numbers (world vx, vy in m/s), got {velocity!r}")
+        self._x = self._x.copy()
+        self._x[BASE_LINVEL.start:BASE_LINVEL.start + 2] += dv
+        self._sim.set_state(self._x)
+
     @property
     def gait(self) -> str:
         return self._gait
 
-    def _get_obs(self) -> np.ndarray:
+    def observation(self) -> np.ndarray:
+        """(44,) float32 observation of the current state, command and gait (what ``step`` returns)."""
         return task.observation(self._x.astype(np.float32), self._command, task.gait_index(self._gait))  # (44,)
 
     def _set_state(self, x: np.ndarray) -> None:
@@ -240,7 +257,7 @@ class Go1GymEnv(gymnasium.Env):
         self._command = command
         self._gait = start.gait
         self._set_state(x)
-        return self._get_obs(), {"command": self.command, "gait": self._gait}
+        return self.observation(), {"command": self.command, "gait": self._gait}
 
     # ------------------------------------------------------------------- step
 
@@ -303,7 +320,7 @@ class Go1GymEnv(gymnasium.Env):
             "power": self._sim.last_power,
             "contact": self._last_contact.copy(),
         }
-        return self._get_obs(), reward, terminated, False, info
+        return self.observation(), reward, terminated, False, info
 
     def _get_rew(self, x, u, air_time, first_contact, terminated):
         terms = task.reward_terms(x, u, self._u_prev, self._command.astype(np.float64), task.gait_index(self._gait),

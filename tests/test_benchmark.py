@@ -29,7 +29,7 @@ def run(tmp_path_factory):
                              state_flow=str(tmp / "no_state_flow"), data=str(tmp / "expert.npz"),
                              kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1,
                              seconds=1.2, open_loop_seconds=0.4, open_loop_starts=2, kinematic_windows=2,
-                             out=str(tmp / "out"), latency_calls=20, latency_warmup=2)
+                             sweep_episodes=1, out=str(tmp / "out"), latency_calls=20, latency_warmup=2)
     text, _ = run_benchmark(config, log=lambda line: None)
     return text, config
 
@@ -39,7 +39,7 @@ def test_report_has_every_section_and_the_missing_method(run):
     assert "Not run: State flow + ID" in text
     for heading in ("## Held-out demonstration windows", "## Closed loop: DynaFlow (1 ODE step)",
                     "## Closed loop: DynaFlow (2 ODE steps)", "## Closed loop: PPO expert", "## Open loop",
-                    "## Kinematic gaits"):
+                    "## Kinematic gaits", "## Command sweep"):
         assert heading in text
     for name in ("closed_loop.png", "open_loop_drift.png", "benchmark.md", "benchmark.json"):
         assert os.path.getsize(os.path.join(config.out, name)) > 100
@@ -57,6 +57,11 @@ def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
     assert held["tre"] < 1e-9 and held["action_rmse"] == 0 and held["sae"] < 1e-4
     drift = np.array(result["open_loop"]["DynaFlow (1 ODE step)"]["position"])
     assert drift.shape == (21,) and drift.max() < 1e-6
+    from dynaflow_policy.benchmark.sweep import SWEEP
+    assert set(result["sweep"]) == {"DynaFlow (1 ODE step)", "DynaFlow (2 ODE steps)", "PPO expert"}
+    for by_scenario in result["sweep"].values():
+        assert list(by_scenario) == list(SWEEP)
+        assert all(r["episodes"] == config.sweep_episodes and r["vx_rmse"] >= 0 for r in by_scenario.values())
     kin = result["kinematic"]
     assert kin["dynaflow_sae"] < 1e-6 < kin["data_sae"]  # kinematic data is infeasible, DynaFlow's output is not
     assert set(kin["gaits"]) <= {"trot", "pace", "bound", "pronk"} and kin["gaits"]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import envs
-from dynaflow_policy.closed_loop import evaluate, evaluate_command, markdown_table, run_episode
-from envs.physics import STATE_DIM
+from dynaflow_policy.closed_loop import (Scenario, command_result, evaluate, evaluate_command, markdown_table,
+                                         run_episode)
+from envs.physics import BASE_LINVEL, STATE_DIM
 from envs.task import COMMAND_DIM, GAITS
 
 
@@ -22,6 +23,17 @@ class Stand:
 
     def reset(self):
         self.resets += 1
+
+
+class Record(Stand):
+    """Stands and records every observation it is given."""
+
+    def __init__(self):
+        self.obs = []
+
+    def act(self, obs):
+        self.obs.append(obs)
+        return super().act(obs)
 
 
 class Flail:
@@ -78,14 +90,6 @@ def test_falls_are_counted_and_end_the_episode():
 
 
 def test_episode_runs_the_given_gait_and_command():
-    class Record(Stand):
-        def __init__(self):
-            self.obs = []
-
-        def act(self, obs):
-            self.obs.append(obs)
-            return super().act(obs)
-
     rec = Record()
     env = gymnasium.make(envs.GYM_ID)
     ep = run_episode(env, rec, (0.2, 0.0, 0.1), seconds=0.1, seed=0, gait="pronk")
@@ -95,6 +99,37 @@ def test_episode_runs_the_given_gait_and_command():
     command, gait = obs[:, STATE_DIM:STATE_DIM + COMMAND_DIM], obs[:, STATE_DIM + COMMAND_DIM:]
     np.testing.assert_allclose(command, np.tile([0.2, 0.0, 0.1], (5, 1)), atol=1e-7)
     np.testing.assert_array_equal(gait, np.tile(np.eye(len(GAITS))[GAITS.index("pronk")], (5, 1)))
+
+
+def test_scenario_changes_the_command_on_time_and_shoves_the_base():
+    rec = Record()
+    scenario = Scenario(((0.0, (0.2, 0.0, 0.0)), (0.1, (0.0, -0.3, 0.5))), pushes=((0.16, (0.8, -0.4)),))
+    env = gymnasium.make(envs.GYM_ID)
+    ep = run_episode(env, rec, scenario, seconds=0.2, seed=0)
+    env.close()
+    obs = np.stack(rec.obs)  # (10, 44)
+    command = obs[:, STATE_DIM:STATE_DIM + COMMAND_DIM]
+    np.testing.assert_allclose(command[:5], np.tile([0.2, 0.0, 0.0], (5, 1)), atol=1e-7)  # steps 0..4: 0..0.08 s
+    np.testing.assert_allclose(command[5:], np.tile([0.0, -0.3, 0.5], (5, 1)), atol=1e-7)
+    np.testing.assert_allclose(ep["commands"], command, atol=1e-7)
+    # the shove lands in the observation of step 8 (0.16 s): the base's velocity jumps by it on top of the
+    # settling after the reset (which changes it by a few cm/s per step)
+    v = obs[:, BASE_LINVEL][:, :2]
+    np.testing.assert_allclose(v[8] - v[7] - (v[7] - v[6]), [0.8, -0.4], atol=0.03)
+    # a standing robot misses the second command by its size, measured against each step's command
+    r = command_result([ep], scenario.command_at(0), settle_seconds=0.0)
+    assert r.vy_rmse == pytest.approx(np.sqrt(5 / 10 * 0.3**2), abs=0.15)
+    with pytest.raises(ValueError, match="start at 0 s"):
+        Scenario(((0.5, (0.0, 0.0, 0.0)),))
+    with pytest.raises(ValueError, match="pushes"):
+        Scenario(((0.0, (0.0, 0.0, 0.0)),), pushes=((1.0, (np.nan, 0.0)),))
+    env = gymnasium.make(envs.GYM_ID)
+    env.reset(seed=0)
+    before = env.unwrapped.state
+    with pytest.raises(ValueError, match="push velocity"):
+        env.unwrapped.push((1.0, 2.0, 3.0))
+    np.testing.assert_array_equal(env.unwrapped.state, before)
+    env.close()
 
 
 def test_table_has_a_row_per_command():

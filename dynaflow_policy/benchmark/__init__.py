@@ -31,6 +31,10 @@ and :mod:`dynaflow_policy.closed_loop`):
    of DynaFlow's output, and the gait's contact pattern
    (:func:`envs.task.gait_sync`) of the reference against the executed motion.
 
+5. Command sweep (:mod:`dynaflow_policy.benchmark.sweep`): the closed loop
+   over the expert's whole command range: standing, backward, sideways,
+   combined commands, a command that changes mid-episode, and shoves.
+
 A method whose checkpoint or dataset is missing is listed as "not run" with
 the missing path; nothing is filled in for it. ``eval/benchmark.py`` is the
 command line.

@@ -34,6 +34,8 @@ class BenchmarkConfig:
     """Closed-loop episodes per command."""
     seconds: float = 10.0
     """Closed-loop episode length (s)."""
+    sweep_episodes: int = 5
+    """Closed-loop episodes per scenario of the command sweep (section 5, ``benchmark.sweep.SWEEP``)."""
     open_loop_seconds: float = 5.0
     """Length of the chained open-loop plans (s)."""
     open_loop_starts: int = 8

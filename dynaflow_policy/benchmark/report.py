@@ -23,6 +23,7 @@ class BenchmarkResults:
       latency: method -> {"mean", "p99"} seconds per ``act()`` call.
       open_loop: method -> {"t", "position", "state"} arrays (S+1,) of section 3.
       kinematic: section 4 (``gaits.section_kinematic``), or None when not run.
+      sweep: method -> scenario name -> result (section 5, ``sweep.section_sweep``).
       windows: (number of held-out windows, H, the rule that chose them) of section 1.
       wall_seconds: wall time of the run so far (s).
     """
@@ -33,6 +34,7 @@ class BenchmarkResults:
     latency: dict[str, dict[str, float]]
     open_loop: dict[str, dict[str, np.ndarray]]
     kinematic: dict | None
+    sweep: dict[str, dict[str, CommandResult]]
     windows: tuple[int, int, str]
     wall_seconds: float
 
@@ -42,7 +44,9 @@ class BenchmarkResults:
                 "kinematic": self.kinematic,
                 "closed_loop": {n: {c: dataclasses.asdict(r) for c, r in res.items()}
                                 for n, res in self.closed_loop.items()},
-                "open_loop": {n: {k: v.tolist() for k, v in d.items()} for n, d in self.open_loop.items()}}
+                "sweep": {n: {c: dataclasses.asdict(r) for c, r in res.items()} for n, res in self.sweep.items()},
+                "open_loop": {n: {k: np.asarray(v).tolist() for k, v in d.items()}
+                              for n, d in self.open_loop.items()}}
 
 
 def plots(results: BenchmarkResults, out: str) -> list[str]:
@@ -106,6 +110,19 @@ def _kinematic_lines(config: BenchmarkConfig, kinematic: dict) -> list[str]:
                     for g, d in kinematic["gaits"].items()]
 
 
+def _sweep_lines(config: BenchmarkConfig, sweep: dict[str, dict[str, CommandResult]]) -> list[str]:
+    names = list(sweep)
+    lines = [f"## Command sweep ({config.sweep_episodes} episodes x {config.seconds:g} s per scenario)\n",
+             "Each cell: falls / episode, then vx / vy / yaw-rate RMSE (m/s, m/s, rad/s) against the command in "
+             "force at each step, after the first second. Scenarios: `dynaflow_policy.benchmark.sweep.SWEEP`.\n",
+             "| scenario | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for scenario in next(iter(sweep.values())):
+        cells = [f"{r.falls_per_episode:.1f}; {r.vx_rmse:.3f} / {r.vy_rmse:.3f} / {r.yaw_rate_rmse:.3f}"
+                 for r in (sweep[n][scenario] for n in names)]
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(config: BenchmarkConfig, results: BenchmarkResults, relative_to: str = os.curdir) -> str:
     """The report ``benchmark.md`` (without the plot links); paths are shown relative to ``relative_to``."""
     lines = [f"# Benchmark\n\n`python eval/benchmark.py` on {os.cpu_count()} CPU cores, "
@@ -125,13 +142,20 @@ def markdown(config: BenchmarkConfig, results: BenchmarkResults, relative_to: st
                      f"{1e3 * latency['mean']:.2f} ms per control step on average, p99 "
                      f"{1e3 * latency['p99']:.2f} ms, for a planner the cost of a replanning step)\n")
         lines.append(markdown_table(by_command) + "\n")
+    if results.sweep:
+        lines += _sweep_lines(config, results.sweep)
     if results.open_loop:
         lines.append(f"## Open loop, {config.open_loop_seconds:g} s of chained plans, no feedback "
                      f"({config.open_loop_starts} held-out starts)\n")
-        lines.append("| method | position drift at 1 s (m) | at end (m) | state distance at end |\n|---|---|---|---|")
+        lines.append("Falls and tracking are those of the executed actions (the plans run blind), tracking "
+                     "against each start's command.\n")
+        lines.append("| method | position drift at 1 s (m) | at end (m) | state distance at end | falls / start "
+                     "| vx / vy / yaw-rate RMSE |\n|---|---|---|---|---|---|")
         for name, d in results.open_loop.items():
             k1 = min(50, len(d["t"]) - 1)
-            lines.append(f"| {name} | {d['position'][k1]:.3g} | {d['position'][-1]:.3g} | {d['state'][-1]:.3g} |")
+            rmse = " / ".join(f"{e:.3f}" for e in d["tracking_rmse"])
+            lines.append(f"| {name} | {d['position'][k1]:.3g} | {d['position'][-1]:.3g} | {d['state'][-1]:.3g} "
+                         f"| {d['falls']:.2f} | {rmse} |")
         lines.append("")
     if results.kinematic is not None:
         lines += _kinematic_lines(config, results.kinematic)

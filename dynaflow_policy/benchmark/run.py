@@ -11,6 +11,7 @@ from dynaflow_policy.benchmark.config import BenchmarkConfig
 from dynaflow_policy.benchmark.gaits import section_kinematic
 from dynaflow_policy.benchmark.methods import load_methods
 from dynaflow_policy.benchmark.report import BenchmarkResults, markdown, plots
+from dynaflow_policy.benchmark.sweep import section_sweep
 from dynaflow_policy.benchmark.sections import (Log, act_latency, section_closed_loop, section_offline,
                                                 section_open_loop)
 from dynaflow_policy.data.split import held_out_windows_for, training_split
@@ -59,11 +60,13 @@ def run_benchmark(config: BenchmarkConfig, relative_to: str = os.curdir,
     log("section 2: closed loop")
     closed = section_closed_loop(methods.controllers, config.episodes, config.seconds, config.seed, log)
     latency = act_latency(methods.controllers, config.latency_calls, config.latency_warmup, config.seed)
+    log("section 5: command sweep")
+    sweep = section_sweep(methods.controllers, config.sweep_episodes, config.seconds, config.seed, log)
     log("section 4: kinematic")
     kinematic = (section_kinematic(config.dynaflow_kinematic, config.kinematic_data, config.kinematic_windows,
                                    config.episodes, config.seconds, config.seed)
                  if os.path.isdir(config.dynaflow_kinematic) and os.path.isfile(config.kinematic_data) else None)
-    results = BenchmarkResults(missing, offline, closed, latency, open_loop, kinematic, windows,
+    results = BenchmarkResults(missing, offline, closed, latency, open_loop, kinematic, sweep, windows,
                                time.perf_counter() - t0)
     text = markdown(config, results, relative_to)
     paths = plots(results, config.out)

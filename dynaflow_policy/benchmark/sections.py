@@ -12,11 +12,13 @@ from typing import Callable
 import numpy as np
 
 from dynaflow_policy.benchmark.methods import HELD_COMMAND_ROW, Generator, held_command_generator
-from dynaflow_policy.closed_loop import EXPERT_COMMANDS, CommandResult, Controller, evaluate, time_controller
+from dynaflow_policy.closed_loop import (EXPERT_COMMANDS, CommandResult, Controller, evaluate, time_controller,
+                                         tracking_errors)
 from dynaflow_policy.metrics import action_recovery_rmse, sae_native, state_distance, tre
 from dynaflow_policy.normalizer import Normalizer
 from envs.native import NativeGo1
 from envs.physics import PHYSICS
+from envs.task import is_fallen
 
 Log = Callable[[str], None]
 """log(line): one line of progress."""
@@ -88,15 +90,18 @@ def section_open_loop(generators: dict[str, Generator], batch: dict[str, np.ndar
     ``seconds`` of actions are planned; the chained actions are then executed.
 
     Returns:
-      name -> ``{"t": (S+1,) s, "position": (S+1,) m, "state": (S+1,)}``: time, distance between
-      planned and executed base position, and normalised state distance, averaged over the starts.
+      name -> ``{"t": (S+1,) s, "position": (S+1,) m, "state": (S+1,), "falls": (), "tracking_rmse": (3,)}``:
+      time, distance between planned and executed base position, and normalised state distance,
+      averaged over the starts; the fraction of starts whose executed motion fell
+      (``envs.task.is_fallen``), and the executed motion's vx / vy / yaw-rate RMSE against the start's
+      command (the paper's hardware setting: plans run blind), up to the fall.
     """
     steps = int(round(seconds / PHYSICS.ctrl_dt))
     sim = NativeGo1()
     scale = np.asarray(normalizer.std, np.float64)
     out = {}
     for name, generate in generators.items():
-        pos, dist = [], []
+        pos, dist, falls, errors = [], [], [], []
         for i in range(min(starts, len(batch["states"]))):
             planned, actions = [batch["states"][i, 0].astype(np.float64)], []
             while len(actions) < steps:
@@ -107,6 +112,11 @@ def section_open_loop(generators: dict[str, Generator], batch: dict[str, np.ndar
             executed = sim.rollout(planned[0], actions)
             pos.append(np.linalg.norm(executed[:, :3] - planned[:, :3], axis=1))
             dist.append(state_distance(planned, executed, scale))
+            fallen = np.flatnonzero(is_fallen(executed[1:]))
+            falls.append(fallen.size > 0)
+            errors.append(tracking_errors(executed[1:fallen[0] + 1 if fallen.size else None],
+                                          np.asarray(batch["command"][i], np.float64)))
         out[name] = {"t": np.arange(steps + 1) * PHYSICS.ctrl_dt, "position": np.mean(pos, axis=0),
-                     "state": np.mean(dist, axis=0)}
+                     "state": np.mean(dist, axis=0), "falls": np.mean(falls),
+                     "tracking_rmse": np.sqrt(np.mean(np.concatenate(errors) ** 2, axis=0))}
     return out

@@ -251,8 +251,8 @@ class DiTTrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(DiTTrainConfig):
-    """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig`, ``start_noise``, ``objective``
-    and ``label_weight`` (the fields of the rollout loss and of the fitted action labels)."""
+    """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig` and the fields that choose
+    the loss (:attr:`LOSS_FIELDS`)."""
 
     start_noise: float = 0.0
     """Scale of a random perturbation of each training window's start state (0 = none;
@@ -266,11 +266,16 @@ class TrainConfig(DiTTrainConfig):
     stage. Labels come from ``python -m dynaflow_policy.data.labels`` (cached beside each dataset file)."""
     label_weight: float = 0.0
     """With the matching objective, the weight of an auxiliary term ``mean((U - labels)^2)`` (0 = none)."""
+    own_plan_fraction: float = 0.0
+    """Fraction of training windows whose network input X_t interpolates towards the rollout of the
+    network's own one-step plan instead of the data (``dynaflow_policy.flow.own_plan_endpoint``): the
+    inputs the sampler gives it with more than one ODE step. 0 = the paper's recipe."""
 
-    RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + ("start_noise", "objective", "label_weight")
-    """:attr:`DiTTrainConfig.RESUMABLE_FIELDS`, ``start_noise``, ``objective`` and ``label_weight``, which may
-    change to fine-tune a run (the training state does not depend on them): a run pre-trained on labels
-    continues with the matching loss."""
+    LOSS_FIELDS = ("start_noise", "objective", "label_weight", "own_plan_fraction")
+    """The fields that choose the loss (:attr:`loss_options`, keyword arguments of ``train.batch_loss``)."""
+    RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + LOSS_FIELDS
+    """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and :attr:`LOSS_FIELDS`, which may change to fine-tune a run
+    (the training state does not depend on them): a run pre-trained on labels continues with the matching loss."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -281,9 +286,17 @@ class TrainConfig(DiTTrainConfig):
                              f"got {self.objective!r}")
         if not self.label_weight >= 0:
             raise ValueError(f"TrainConfig.label_weight (--label-weight) must be >= 0, got {self.label_weight}")
+        if not 0 <= self.own_plan_fraction <= 1:
+            raise ValueError(f"TrainConfig.own_plan_fraction (--own-plan-fraction) must be in [0, 1], "
+                             f"got {self.own_plan_fraction}")
         if self.objective == "labels" and (self.label_weight or self.start_noise):
             raise ValueError("--label-weight and --start-noise apply to the matching objective; "
                              "--objective labels takes neither")
+
+    @property
+    def loss_options(self) -> dict[str, float | str]:
+        """The :attr:`LOSS_FIELDS` by name."""
+        return {name: getattr(self, name) for name in self.LOSS_FIELDS}
 
     @property
     def uses_labels(self) -> bool:
@@ -302,17 +315,21 @@ checkpoint does not say (see ``dynaflow_policy.policy`` for how 4 was chosen).""
 
 
 def policy_defaults(execute_steps: int | None, ode_steps: int | None, horizon: int,
-                    flow: FlowConfig) -> dict[str, int]:
-    """The controller defaults a checkpoint carries: ``{"execute_steps": int, "ode_steps": int}``.
+                    flow: FlowConfig, ensemble: int | None = None) -> dict[str, int]:
+    """The controller defaults a checkpoint carries: ``{"execute_steps": int, "ode_steps": int}``, and
+    ``"ensemble": int`` when given.
 
     Args:
       execute_steps: actions taken from each plan, 1..``horizon``; None: :data:`DEFAULT_EXECUTE_STEPS`.
       ode_steps: Euler steps per plan, >= 1; None: ``flow.ode_steps``.
       horizon: H, the plan length.
       flow: the model's flow config.
+      ensemble: plans averaged per action (``DynaFlowPolicy``'s temporal ensembling),
+        1..ceil(H / execute_steps); None: not stored (the controller's default, 1).
 
     Raises:
-      ValueError: a value out of range, naming the option (``--execute-steps`` / ``--ode-steps``).
+      ValueError: a value out of range, naming the option (``--execute-steps`` / ``--ode-steps`` /
+        ``--ensemble``).
     """
     execute_steps = DEFAULT_EXECUTE_STEPS if execute_steps is None else execute_steps
     ode_steps = flow.ode_steps if ode_steps is None else ode_steps
@@ -321,7 +338,14 @@ def policy_defaults(execute_steps: int | None, ode_steps: int | None, horizon: i
                          f"got {execute_steps!r}")
     if not _is_int(ode_steps) or ode_steps < 1:
         raise ValueError(f"ode_steps (--ode-steps) must be a positive int, got {ode_steps!r}")
-    return {"execute_steps": int(execute_steps), "ode_steps": int(ode_steps)}
+    out = {"execute_steps": int(execute_steps), "ode_steps": int(ode_steps)}
+    if ensemble is not None:
+        most = -(-horizon // execute_steps)
+        if not _is_int(ensemble) or not 1 <= ensemble <= most:
+            raise ValueError(f"ensemble (--ensemble) must be an int in [1, {most}] (plans that overlap a step "
+                             f"with execute_steps {execute_steps}), got {ensemble!r}")
+        out["ensemble"] = int(ensemble)
+    return out
 
 
 def _is_int(value: Any) -> bool:

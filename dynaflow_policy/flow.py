@@ -103,13 +103,49 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
     return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
 
 
-def network_input(rng: jax.Array, x1_normalised: jax.Array, config: FlowConfig) -> tuple[jax.Array, jax.Array]:
+OwnPlan = Callable[[jax.Array], jax.Array]
+"""own_plan(X_0 (B, H+1, 37) normalised) -> (B, H+1, 37) normalised end point (see :func:`own_plan_endpoint`)."""
+
+
+def own_plan_endpoint(params: Params, apply_fn: ApplyFn, x0: jax.Array, cond: jax.Array, normalizer: Normalizer,
+                      physics: PhysicsConfig = PHYSICS) -> OwnPlan:
+    """The end point the sampler moves towards after its first step: the rollout of the network's plan at t = 0.
+
+    The sampler (:func:`sample`) with N > 1 steps feeds the network X_t = (1 - t) X_0 + t X_hat,
+    X_hat a rollout of its own earlier plan, never the data. Training on some such inputs
+    (``own_plan_fraction``) teaches it to correct its own plans, so that more steps help.
+    No gradient flows through this plan.
+
+    Args:
+      params, apply_fn: the network.
+      x0: (B, 37) start states, heading frame, physical units.
+      cond: (B, 7) conditioning.
+      normalizer: state normaliser.
+      physics: physics of the rollout (static).
+
+    Returns:
+      own_plan(X_0) -> normalised Phi(x0, D_theta(X_0, 0, c)) (B, H+1, 37).
+    """
+    def own_plan(x_noise: jax.Array) -> jax.Array:
+        actions = jax.lax.stop_gradient(apply_fn(params, x_noise, jnp.zeros(x_noise.shape[0]), cond))
+        return jax.lax.stop_gradient(normalizer.normalize(envs.rollout(x0, actions, physics)))
+
+    return own_plan
+
+
+_OWN_PLAN_STREAM = 2  # fold_in tag of the rows that get own-plan inputs: runs without them are unchanged
+
+
+def network_input(rng: jax.Array, x1_normalised: jax.Array, config: FlowConfig, own_plan: OwnPlan | None = None,
+                  own_plan_fraction: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """The training input of the network: X_t and t for data windows.
 
     Args:
-      rng: PRNG key of the noise X_0 and the times t ~ U(0, 1).
+      rng: PRNG key of the noise X_0, the times t ~ U(0, 1) and the own-plan rows.
       x1_normalised: (B, H+1, 37) data windows X_1, normalised.
       config: flow config (``noise_scale``).
+      own_plan, own_plan_fraction: with a fraction > 0 (static), each row independently with that
+        probability interpolates towards ``own_plan(X_0)`` instead of the data (the sampler's inputs).
 
     Returns:
       X_t (B, H+1, 37) normalised, row 0 the data's; t (B,).
@@ -118,11 +154,18 @@ def network_input(rng: jax.Array, x1_normalised: jax.Array, config: FlowConfig) 
     rng_noise, rng_t = jax.random.split(rng)
     x_noise = noise_window(rng_noise, x1_normalised[:, 0], rows - 1, config)  # (B, H+1, 37)
     t = jax.random.uniform(rng_t, (b,))  # (B,)
-    return interpolate(x_noise, x1_normalised, t), t
+    end = x1_normalised
+    if own_plan_fraction > 0:
+        if own_plan is None:
+            raise ValueError("network_input: own_plan_fraction > 0 needs own_plan")
+        mine = jax.random.bernoulli(jax.random.fold_in(rng, _OWN_PLAN_STREAM), own_plan_fraction, (b,))
+        end = jnp.where(mine[:, None, None], own_plan(x_noise).at[:, 0].set(x1_normalised[:, 0]), x1_normalised)
+    return interpolate(x_noise, end, t), t
 
 
 def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, labels: jax.Array,
-               rng: jax.Array, normalizer: Normalizer, config: FlowConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+               rng: jax.Array, normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
+               own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Regression of the network's actions on fitted action labels (no rollout, no physics).
 
     L = mean((D_theta(X_t, t, c) - labels)^2), with X_t and t drawn exactly as in
@@ -137,11 +180,16 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
       rng: PRNG key of the noise and the times.
       normalizer: state normaliser.
       config: flow config.
+      physics: physics of the own-plan rollouts (static).
+      own_plan_fraction: fraction of rows whose X_t interpolates towards the network's own plan
+        (:func:`own_plan_endpoint`; static; 0 = none, and then no rollout at all).
 
     Returns:
       loss, and aux ``train/loss``, ``train/label_mse``, ``train/action_rms``.
     """
-    x_t, t = network_input(rng, normalizer.normalize(x1_window), config)  # (B, H+1, 37), (B,)
+    own_plan = own_plan_endpoint(params, apply_fn, x1_window[:, 0], cond, normalizer, physics)
+    x_t, t = network_input(rng, normalizer.normalize(x1_window), config, own_plan,
+                           own_plan_fraction)  # (B, H+1, 37), (B,)
     actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
     loss = jnp.mean((actions - labels) ** 2)
     return loss, {"train/loss": loss, "train/label_mse": loss, "train/action_rms": jnp.sqrt(jnp.mean(actions**2))}
@@ -149,8 +197,8 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
 
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
-                  start_noise: float = 0.0, labels: jax.Array | None = None,
-                  label_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  start_noise: float = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
+                  own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
@@ -173,6 +221,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
         demonstration, so the model learns to steer back to the data from states near it.
       labels: (B, H, 12) fitted action labels; needed when ``label_weight`` > 0.
       label_weight: weight of the auxiliary label term (static; 0 = none).
+      own_plan_fraction: fraction of rows whose X_t interpolates towards the network's own
+        plan (:func:`own_plan_endpoint`, from the rollout's start; static; 0 = none).
 
     Returns:
       loss: scalar.
@@ -184,8 +234,9 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     if start_noise > 0:
         x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], start_noise)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
+    own_plan = own_plan_endpoint(params, apply_fn, x1_window[:, 0], cond, normalizer, physics)
     x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)
-    x_t, t = network_input(rng, x1_n, config)  # (B, H+1, 37), (B,)
+    x_t, t = network_input(rng, x1_n, config, own_plan, own_plan_fraction)  # (B, H+1, 37), (B,)
     actions = apply_fn(params, x_t, t, cond)  # (B, H, 12)
     x_hat = envs.rollout(x1_window[:, 0], actions, physics)  # (B, H+1, 37)
     sq_err = (normalizer.normalize(x_hat) - x1_n) ** 2  # (B, H+1, 37)

@@ -71,8 +71,9 @@ DATA_AXIS = "data"
 
 def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, rng: jax.Array, *,
                dit: DiTConfig, flow: FlowConfig, start_noise: float = 0.0, objective: str = "matching",
-               label_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The loss of one raw batch (heading frame and conditioning applied here).
+               label_weight: float = 0.0, own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The loss of one raw batch (heading frame and conditioning applied here); the keyword
+    arguments after ``flow`` are ``TrainConfig.loss_options``.
 
     Returns:
       (loss, aux) of ``dynaflow_policy.flow.matching_loss`` (``objective="matching"``, with the
@@ -80,14 +81,15 @@ def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer,
     """
     x1, cond = prepare_batch(batch, flow)
     if objective == "labels":
-        return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow)
+        return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow,
+                          own_plan_fraction=own_plan_fraction)
     return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
-                         labels=batch.get("labels"), label_weight=label_weight)
+                         labels=batch.get("labels"), label_weight=label_weight, own_plan_fraction=own_plan_fraction)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,
-               flow: FlowConfig, tx: optax.GradientTransformation, ema_decay: float, start_noise: float = 0.0,
-               objective: str = "matching", label_weight: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+               flow: FlowConfig, tx: optax.GradientTransformation, ema_decay: float,
+               **loss_options: float | str) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step; pure. Bind the keyword arguments with ``functools.partial`` and jit.
 
     Args:
@@ -98,7 +100,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Norma
       dit, flow: model and flow configs.
       tx: the optimiser (:func:`make_optimizer`).
       ema_decay: EMA decay per step.
-      start_noise, objective, label_weight: the ``TrainConfig`` fields.
+      **loss_options: ``TrainConfig.loss_options`` (keywords of :func:`batch_loss`).
 
     Returns:
       The new state, and scalars ``train/loss``, ``train/last_state_mse``,
@@ -109,7 +111,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Norma
     """
     rng = jax.random.fold_in(state.rng, state.step)
     loss_fn = functools.partial(batch_loss, batch=batch, normalizer=normalizer, rng=rng, dit=dit, flow=flow,
-                                start_noise=start_noise, objective=objective, label_weight=label_weight)
+                                **loss_options)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = apply_gradients(state, grads, tx, ema_decay)
     zero_leaves = sum(jnp.all(g == 0).astype(jnp.int32) for g in jax.tree.leaves(grads))
@@ -147,9 +149,9 @@ def eval_step(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, 
 
 @functools.lru_cache(maxsize=8)
 def _jit_train_step(dit: DiTConfig, flow: FlowConfig, lr: float, weight_decay: float, grad_clip: float,
-                    ema_decay: float, start_noise: float, objective: str, label_weight: float, mesh: Mesh):
+                    ema_decay: float, loss_options: tuple[tuple[str, float | str], ...], mesh: Mesh):
     fn = functools.partial(train_step, dit=dit, flow=flow, tx=make_optimizer(lr, weight_decay, grad_clip),
-                           ema_decay=ema_decay, start_noise=start_noise, objective=objective, label_weight=label_weight)
+                           ema_decay=ema_decay, **dict(loss_options))
     return jax.jit(fn, donate_argnums=0, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
@@ -160,7 +162,7 @@ def jit_train_step(config: TrainConfig, mesh: Mesh):
     in their length, intervals or data reuse the compiled step.
     """
     return _jit_train_step(config.dit_config, config.flow, config.lr, config.weight_decay, config.grad_clip,
-                           config.ema_decay, config.start_noise, config.objective, config.label_weight, mesh)
+                           config.ema_decay, tuple(config.loss_options.items()), mesh)
 
 
 @functools.lru_cache(maxsize=8)

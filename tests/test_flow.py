@@ -16,7 +16,7 @@ import pytest
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
 from dynaflow_policy.flow import (START_PERTURBATION_STD, denoise, euler_integrate, flow_velocity, interpolate,
-                                  loss_weights, matching_loss, noise_window, perturb_start, sample)
+                                  loss_weights, matching_loss, network_input, noise_window, perturb_start, sample)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.normalizer import Normalizer
@@ -67,6 +67,25 @@ def test_interpolant_endpoints_by_hand():
     np.testing.assert_array_equal(interpolate(noise, data, jnp.array([0.0]))[0], [[5, 5], [0, 0], [0, 0]])
     np.testing.assert_array_equal(interpolate(noise, data, jnp.array([1.0]))[0], [[5, 5], [2, 2], [2, 2]])
     np.testing.assert_allclose(interpolate(noise, data, jnp.array([0.25]))[0], [[5, 5], [0.5, 0.5], [0.5, 0.5]])
+
+
+def test_own_plan_rows_interpolate_towards_the_own_plan_and_the_others_towards_the_data():
+    b, rows = 4096, 5
+    x1 = jnp.ones((b, rows, STATE_DIM))
+    plan = jnp.full((b, rows, STATE_DIM), -3.0)
+    config = FlowConfig()
+    rng = jax.random.PRNGKey(3)
+    x_t, t = network_input(rng, x1, config)
+    x_t_half, t_half = network_input(rng, x1, config, lambda noise: plan, own_plan_fraction=0.5)
+    np.testing.assert_array_equal(t, t_half)  # same times and noise: only the end point moves
+    x_noise = (x_t - t[:, None, None] * x1) / (1 - t[:, None, None])
+    toward_plan = (1 - t[:, None, None]) * x_noise + t[:, None, None] * plan
+    mine = np.all(np.isclose(x_t_half[:, 1:], toward_plan[:, 1:], atol=1e-4), axis=(1, 2))
+    data = np.all(x_t_half[:, 1:] == x_t[:, 1:], axis=(1, 2))
+    assert np.all(mine | data) and abs(mine.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(x_t_half[:, 0], x1[:, 0])  # row 0 stays the given x0
+    with pytest.raises(ValueError, match="own_plan"):
+        network_input(rng, x1, config, own_plan_fraction=0.5)
 
 
 def test_noise_window_keeps_x0():

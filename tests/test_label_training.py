@@ -1,4 +1,5 @@
-"""Training on fitted action labels: the regression stage learns, and a run continues with the matching loss."""
+"""Training on fitted action labels: the regression stage learns, and a run continues with the matching loss
+(here with the auxiliary label term and own-plan inputs)."""
 
 import os
 
@@ -34,8 +35,8 @@ def test_regression_on_labels_learns_then_the_matching_loss_continues(labelled, 
     first, last = rows[0]["train/label_mse"], rows[-1]["train/label_mse"]
     assert last < 0.3 * first, (first, last)
 
-    train_and_evaluate(_config(path, objective="matching", label_weight=0.5, steps=152, lr=3e-3, log_every=1),
-                       workdir, resume=True)
+    train_and_evaluate(_config(path, objective="matching", label_weight=0.5, own_plan_fraction=0.5, steps=152,
+                               lr=3e-3, log_every=1), workdir, resume=True)
     tail = [r for r in read_metrics(os.path.join(workdir, METRICS_FILE)) if "train/loss" in r][-1]
     assert tail["step"] == 152
     np.testing.assert_allclose(tail["train/loss"], tail["train/matching_loss"] + 0.5 * tail["train/label_mse"],
@@ -51,6 +52,7 @@ def test_training_on_labels_that_were_never_fitted_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("overrides, option", [(dict(objective="labels", label_weight=1.0), "--label-weight"),
                                                (dict(label_weight=-1.0), "--label-weight"),
+                                               (dict(own_plan_fraction=1.5), "--own-plan-fraction"),
                                                (dict(objective="states"), "--objective")])
 def test_label_options_are_validated_by_name(overrides, option):
     with pytest.raises(ValueError, match=option):

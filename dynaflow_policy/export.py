@@ -41,13 +41,17 @@ class Args:
     """Default actions a controller executes from each plan, 1..H, stored with the export (default 4)."""
     ode_steps: int | None = None
     """Default Euler steps per plan, >= 1, stored with the export (default: the model's flow config)."""
+    ensemble: int | None = None
+    """DynaFlow only: default number of overlapping plans averaged per action, stored with the export
+    (default: none stored, no ensembling)."""
 
 
 def main(args: Args) -> str:
     """Exports ``args.run`` to ``args.out``; prints and returns the written directory.
 
     Raises:
-      SystemExit: a PPO checkpoint, or ``--execute-steps`` / ``--ode-steps`` out of range (nothing is written).
+      SystemExit: a PPO checkpoint, ``--execute-steps`` / ``--ode-steps`` / ``--ensemble`` out of range, or
+        ``--ensemble`` for a state-flow run (nothing is written).
       dynaflow_policy.checkpoint.CheckpointError: no checkpoint at ``args.run``, or an unknown kind.
     """
     source = checkpoint.resolve(args.run)
@@ -56,8 +60,11 @@ def main(args: Args) -> str:
         raise SystemExit(f"error: {source} is a {kind!r} checkpoint; export reads {sorted(EXPORTERS)} training runs "
                          "(a PPO expert's checkpoint directory is shipped as it is)")
     export, title = EXPORTERS[kind]
+    if args.ensemble is not None and kind != "dynaflow":
+        raise SystemExit(f"error: --ensemble applies to DynaFlow checkpoints; {source} is a {kind!r} checkpoint")
+    extra = {} if args.ensemble is None else {"ensemble": args.ensemble}
     try:
-        out = export(source, args.out, execute_steps=args.execute_steps, ode_steps=args.ode_steps)
+        out = export(source, args.out, execute_steps=args.execute_steps, ode_steps=args.ode_steps, **extra)
     except checkpoint.CheckpointError:
         raise
     except ValueError as e:  # --execute-steps or --ode-steps out of range

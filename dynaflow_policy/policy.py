@@ -59,7 +59,7 @@ from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.observations import GAIT_SLICE, check_observation
 from dynaflow_policy.train_state import load_checkpoint
 from envs.native import NativeGo1
-from envs.physics import BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
+from envs.physics import ACTION_DIM, BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.task import COMMAND_DIM, GAITS, gait_index
 
 
@@ -370,17 +370,28 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
       seed: seed of the sampling noise; :meth:`reset` restarts the sequence.
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
+      ensemble: temporal ensembling: each action is the mean of what the last ``ensemble`` plans of
+        the environment planned for this control step (those whose horizon still covers it), 1 (no
+        ensembling) to ceil(H / execute_steps). Replanning every step executes only first actions,
+        the least certain part of a plan; averaging overlapping plans smooths them.
       physics: physics of the inference rollouts (must be the training physics).
 
     Attributes:
       command, gait: settable overrides (None: read from each observation).
-      last_actions: the plans being executed, (H, 12) float32 after single observations, (N, H, 12)
-        after batches (None before the first); :meth:`planned_states` gives the states they lead to.
+      last_actions: the newest plans, (H, 12) float32 after single observations, (N, H, 12) after
+        batches (None before the first); :meth:`planned_states` gives the states they lead to. With
+        ``ensemble`` > 1 the executed actions are averages of these and older plans.
     """
 
     def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *, execute_steps: int,
                  ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
-                 gait: str | None = None, physics: PhysicsConfig = PHYSICS):
+                 gait: str | None = None, ensemble: int = 1, physics: PhysicsConfig = PHYSICS):
+        most = -(-dit.horizon // execute_steps) if _is_int(execute_steps) and execute_steps > 0 else 1
+        if not _is_int(ensemble) or not 1 <= ensemble <= most:
+            raise ValueError(f"ensemble must be an int in [1, {most}] (plans that overlap a step with "
+                             f"execute_steps={execute_steps!r}, H={dit.horizon}), got {ensemble!r}")
+        self.ensemble = int(ensemble)
+        self._history = self._age = None
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
                          command=command, gait=gait)
         self.params = jax.tree.map(jnp.asarray, params)
@@ -409,6 +420,29 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
     def last_actions(self) -> np.ndarray | None:
         return self._current(self._plans)
 
+    def _start(self, n: int) -> None:
+        self._history = np.zeros((n, self.ensemble, self.horizon, ACTION_DIM), np.float32)  # (N, E, H, 12)
+        self._age = np.full((n, self.ensemble), self.horizon, np.int64)  # steps since each plan; >= H: none
+        super()._start(n)
+
+    def _restart(self, rows: np.ndarray) -> None:
+        super()._restart(rows)
+        self._age[rows] = self.horizon
+
+    def _replan(self, rows: np.ndarray, x: np.ndarray, command: np.ndarray, gait: np.ndarray) -> None:
+        super()._replan(rows, x, command, gait)
+        self._history[rows] = np.roll(self._history[rows], 1, axis=1)
+        self._age[rows] = np.roll(self._age[rows], 1, axis=1)
+        self._history[rows, 0] = self._plans[rows]
+        self._age[rows, 0] = 0
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        actions = super().act(obs)
+        self._age += 1
+        return actions
+
+    __call__ = act
+
     def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Action plans (B, H, 12) float32 from world-frame states x (B, 37), one network call per ODE step."""
         b, size = len(x), padded_size(len(x))
@@ -430,8 +464,14 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         return U[:b].astype(np.float32)
 
     def actions(self, x: np.ndarray, plans: np.ndarray, taken: np.ndarray) -> np.ndarray:
-        """The planned actions in order: ``plans[i, taken[i]]`` (N, 12)."""
-        return plans[np.arange(len(plans)), taken]
+        """The planned actions in order, ``plans[i, taken[i]]`` (N, 12); with ``ensemble`` > 1 the mean over
+        the environment's plans that cover this step of each one's action for it."""
+        if self.ensemble == 1:
+            return plans[np.arange(len(plans)), taken]
+        covers = self._age < self.horizon  # (N, E); the newest plan always covers the step
+        n, e = np.indices(self._age.shape)
+        planned = self._history[n, e, np.minimum(self._age, self.horizon - 1)]  # (N, E, 12)
+        return (np.sum(planned * covers[..., None], axis=1) / covers.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def planned_states(self) -> np.ndarray | None:
         """World-frame states (H+1, 37) the current plan leads to (native rollout of ``last_actions``), or

@@ -11,7 +11,7 @@
 ``train_config`` (:class:`dynaflow_policy.configs.TrainConfig`), the resolved
 ``dit_config`` and ``flow_config``, the ``normalizer``, the ``physics`` config and
 ``jax_version``; an export adds ``contents`` = ``"ema_params"`` and ``policy`` =
-``{"execute_steps", "ode_steps"}`` (:func:`dynaflow_policy.configs.policy_defaults`).
+``{"execute_steps", "ode_steps"}`` and optionally ``"ensemble"`` (:func:`dynaflow_policy.configs.policy_defaults`).
 The state-flow baseline (``dynaflow_policy.baselines.train``) uses the same
 state, update and metadata with its own arrays.
 """
@@ -140,7 +140,8 @@ def read_policy_defaults(meta: dict[str, Any], horizon: int, flow: FlowConfig, p
     """
     block = meta.get(POLICY_KEY) or {}
     try:
-        return policy_defaults(block.get("execute_steps"), block.get("ode_steps"), horizon, flow)
+        return policy_defaults(block.get("execute_steps"), block.get("ode_steps"), horizon, flow,
+                               block.get("ensemble"))
     except (AttributeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{path}: bad '{POLICY_KEY}' block in {checkpoint.META_FILE}: {e}") \
             from None
@@ -161,7 +162,7 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, normalizer:
 
 
 def export_policy(source: str | os.PathLike, out: str | os.PathLike, execute_steps: int | None = None,
-                  ode_steps: int | None = None) -> str:
+                  ode_steps: int | None = None, ensemble: int | None = None) -> str:
     """Writes the EMA weights of a training checkpoint as a shippable checkpoint in ``out``.
 
     The export holds what :class:`dynaflow_policy.DynaFlowPolicy` needs (EMA
@@ -172,17 +173,18 @@ def export_policy(source: str | os.PathLike, out: str | os.PathLike, execute_ste
     Args:
       source: anything :func:`load_checkpoint` accepts (a run's work directory: its newest checkpoint).
       out: the directory to write (``config.json`` and ``state.msgpack`` directly in it).
-      execute_steps, ode_steps: the controller defaults stored with it
-        (:func:`dynaflow_policy.configs.policy_defaults`; None: 4 and the flow config's ``ode_steps``).
+      execute_steps, ode_steps, ensemble: the controller defaults stored with it
+        (:func:`dynaflow_policy.configs.policy_defaults`; None: 4, the flow config's ``ode_steps``
+        and no ensembling).
 
     Returns:
       The absolute path of ``out``.
 
     Raises:
-      ValueError: ``execute_steps`` or ``ode_steps`` out of range (before anything is written).
+      ValueError: ``execute_steps``, ``ode_steps`` or ``ensemble`` out of range (before anything is written).
     """
     ckpt = load_checkpoint(source)
-    policy = policy_defaults(execute_steps, ode_steps, ckpt.config.horizon, ckpt.config.flow)
+    policy = policy_defaults(execute_steps, ode_steps, ckpt.config.horizon, ckpt.config.flow, ensemble)
     meta = {**checkpoint_meta("dynaflow", ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer),
             "train_config": ckpt.config.to_dict(), "contents": EMA_ONLY, POLICY_KEY: policy}
     return checkpoint.save_single(out, ckpt.step, {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params)},

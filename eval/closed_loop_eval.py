@@ -37,6 +37,8 @@ class Args:
     """DynaFlow and state flow: ODE steps per plan (default: the checkpoint's)."""
     execute_steps: int | None = None
     """DynaFlow and state flow: actions executed per plan (default: the checkpoint's)."""
+    ensemble: int | None = None
+    """DynaFlow: overlapping plans averaged per action (default: the checkpoint's)."""
     num_envs: int = 1
     """Episodes run at once in a sync vector env (1: one at a time)."""
     out: str = "results/closed_loop"
@@ -48,8 +50,8 @@ def main(args: Args) -> str:
     from dynaflow_policy.checkpoint import checkpoint_kind
     from dynaflow_policy.closed_loop import evaluate, markdown_table
 
-    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps))
-                 if v is not None}
+    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps),
+                                   ("ensemble", args.ensemble)) if v is not None}
     controller, kind = load_policy(args.checkpoint, **overrides), checkpoint_kind(args.checkpoint)
     t0 = time.perf_counter()
     results = evaluate(controller, episodes=args.episodes, seconds=args.seconds, seed=args.seed,

@@ -143,6 +143,34 @@ def test_bad_constructor_and_plan_arguments(ckpt_dir, obs):
         policy.plan(obs[:36], obs[37:40], 0)
 
 
+def test_ensemble_averages_what_the_overlapping_plans_planned_for_each_step(ckpt_dir, obs):
+    """execute_steps 2, ensemble 3: the action at step k is the mean over the plans made at the last three
+    replanning steps (0, 2, 4, ...) of each one's entry for step k; each row of a batch keeps its own plans."""
+    plain = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=2, seed=7)
+    ens = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=2, seed=7, ensemble=3)
+    plans, expected, got = [], [], []
+    for k in range(9):
+        a = plain.act(obs)
+        if k % 2 == 0:
+            plans.append((k, plain.last_actions.copy()))
+        covering = [U[k - made] for made, U in plans[-3:] if k - made < H]
+        expected.append(np.mean(covering, axis=0))
+        got.append(ens.act(obs))
+        np.testing.assert_array_equal(ens.last_actions, plans[-1][1])  # the same plans, only their mixing differs
+    np.testing.assert_array_equal(got[0], plans[0][1][0])  # one plan so far: its own action
+    np.testing.assert_allclose(np.stack(got), np.stack(expected), atol=1e-6)
+    batch = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=2, seed=7, ensemble=3)
+    rows = np.stack([batch.act(np.stack([obs, obs])) for _ in range(5)])  # (5, 2, 12)
+    batch.reset(mask=np.array([False, True]))
+    after = batch.act(np.stack([obs, obs]))
+    np.testing.assert_allclose(rows[:, 0], np.stack(got[:5]), atol=1e-5)
+    np.testing.assert_allclose(after[1], got[0], atol=1e-5)  # the reset row forgot its plans
+    np.testing.assert_allclose(after[0], got[5], atol=1e-5)
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="ensemble"):
+            DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=2, ensemble=bad)
+
+
 def test_actions_are_copies_and_planned_states_keep_the_quaternion_sign(ckpt_dir, obs):
     policy = DynaFlowPolicy.from_checkpoint(ckpt_dir)
     a = policy.act(obs)

@@ -1,10 +1,9 @@
 """The ablation table: controllers (checkpoints and sampler settings) measured on the same held-out data.
 
     python eval/ablation.py --variant "shipped=checkpoints/dynaflow_go1_expert" \\
-        --variant "N=4=checkpoints/dynaflow_go1_expert:ode_steps=4" \\
-        --data data/go1_expert_heldout_small.npz
+        "N=4=checkpoints/dynaflow_go1_expert:ode_steps=4"
 
-Each ``--variant`` is ``NAME=PATH[:key=value,...]``; the keys are
+Each variant is ``NAME=PATH[:key=value,...]``; the keys are
 :func:`dynaflow_policy.load_policy` overrides (``ode_steps``, ``execute_steps``,
 ``ensemble``, ...). The columns are those of
 :mod:`dynaflow_policy.benchmark.ablation`. Writes ``ablation.md`` and
@@ -27,7 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @dataclasses.dataclass(frozen=True)
 class Args:
     variant: tuple[str, ...]
-    """``NAME=PATH[:key=value,...]`` (repeat the option); a DynaFlow checkpoint or work directory."""
+    """``NAME=PATH[:key=value,...]`` each, space-separated after one ``--variant``; a DynaFlow checkpoint
+    (exported, a step directory or a work directory) and :func:`dynaflow_policy.load_policy` overrides."""
     data: str = os.path.join(REPO, "data", "go1_expert_heldout_small.npz")
     """Held-out demonstrations (made with a seed no run trained on)."""
     windows: int = 128

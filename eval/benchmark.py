@@ -8,7 +8,8 @@ plots beside it) measured by it. Inputs by default:
 - ``DynaFlow (1 ODE step)``, ``DynaFlow (N ODE steps)``: ``checkpoints/dynaflow_go1_expert``.
 - ``PPO expert``: ``checkpoints/ppo_go1_trot``.
 - ``State flow + ID``: ``checkpoints/state_flow_go1_expert``.
-- Demonstrations: ``data/go1_expert_small.npz``; kinematic gaits:
+- Demonstrations: ``data/go1_expert_heldout_small.npz`` (``python -m dynaflow_policy.data.collect
+  --preset expert-heldout``, a seed no run trained on; windows of constant command); kinematic gaits:
   ``checkpoints/dynaflow_go1_kinematic`` and ``data/kinematic_small.npz``.
 
 The sections and their metrics are described in :mod:`dynaflow_policy.benchmark`.
@@ -33,7 +34,7 @@ DEFAULTS = BenchmarkConfig(
     dynaflow_kinematic=os.path.join(CKPT, "dynaflow_go1_kinematic"),
     ppo=os.path.join(CKPT, "ppo_go1_trot"),
     state_flow=os.path.join(CKPT, "state_flow_go1_expert"),
-    data=os.path.join(REPO, "data", "go1_expert_small.npz"),
+    data=os.path.join(REPO, "data", "go1_expert_heldout_small.npz"),
     kinematic_data=os.path.join(REPO, "data", "kinematic_small.npz"),
     out=os.path.join(REPO, "results", "benchmark"),
 )

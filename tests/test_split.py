@@ -1,5 +1,7 @@
 """dynaflow_policy.data.split: a checkpoint's training split read back, and the evaluation windows it implies."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,19 @@ def test_a_file_no_checkpoint_trained_on_is_evaluated_whole(data_file):
 def test_checkpoints_that_split_the_file_differently_are_refused(data_file):
     with pytest.raises(ValueError, match="different held-out splits"):
         held_out_windows_for([_split(seed=0), _split(seed=1)], data_file, windows=3, seed=0)
+
+
+def test_constant_command_windows_and_a_file_without_any(data_file, tmp_path):
+    ds = load_dataset(data_file)
+    commands = ds.commands.copy()
+    commands[0, H + 5:] += 0.1  # trajectory 0 changes its command once; the others hold theirs
+    changed = tmp_path / "changed.npz"
+    save_dataset(changed, dataclasses.replace(ds, commands=commands))
+    held = held_out_windows_for([], changed, windows=10_000, seed=0, horizon=H, constant_command_only=True)
+    n = load_dataset(changed, horizon=H)
+    assert len(held.batch["states"]) == n.n_trajectories * (n.n_steps - H) - H  # the H windows over the change
+    assert "constant command" in held.rule
+    commands[:, 1::2] += 0.1  # every step changes it
+    save_dataset(changed, dataclasses.replace(ds, commands=commands))
+    with pytest.raises(ValueError, match="constant"):
+        held_out_windows_for([], changed, windows=5, seed=0, horizon=H, constant_command_only=True)

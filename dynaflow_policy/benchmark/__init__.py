@@ -11,13 +11,13 @@ Methods (all in the same Gymnasium env, on the same commands and seeds):
 Sections (metrics defined in ``docs/design.md``, :mod:`dynaflow_policy.metrics`
 and :mod:`dynaflow_policy.closed_loop`):
 
-1. Held-out demonstration windows (:mod:`dynaflow_policy.data.split`): SAE of
-   the data and of each generator's (states, actions), TRE against the
-   demonstration, action recovery RMSE against the expert's held-out actions.
-   A reference row replays the PPO expert from each window's x0 with the
-   window's first command held: the commands change within a window, so this
-   is the TRE of the demonstrator itself when it knows only what a model
-   conditioned on (x0, c) is told.
+1. Held-out demonstration windows (:mod:`dynaflow_policy.data.split`; by
+   default only windows whose command holds over the window): SAE of the data
+   and of each generator's (states, actions), TRE against the demonstration,
+   action recovery RMSE against the expert's held-out actions. A reference row
+   replays the PPO expert from each window's x0 with the window's first command
+   held: the TRE of the demonstrator itself when it knows only what a model
+   conditioned on (x0, c) is told (0 when the command holds over the window).
 2. Closed loop: falls per minute, vx / yaw-rate tracking RMSE, torque, energy
    per metre, foot slip, the fraction of episodes that reached half the
    command, ``act()`` latency (mean per control step and p99).

@@ -26,9 +26,7 @@ from dynaflow_policy.benchmark.methods import Generator
 from dynaflow_policy.benchmark.sections import generate_windows, section_open_loop
 from dynaflow_policy.benchmark.sweep import SWEEP, section_sweep
 from dynaflow_policy.closed_loop import EXPERT_COMMANDS, Controller, Scenario
-from dynaflow_policy.data import load_dataset
-from dynaflow_policy.data.windows import WindowSet
-from dynaflow_policy.frames import to_heading_frame
+from dynaflow_policy.data.split import held_out_windows_for
 from dynaflow_policy.metrics import action_recovery_rmse, sae_native, tre
 from dynaflow_policy.normalizer import Normalizer
 
@@ -41,16 +39,11 @@ def constant_command_windows(path: str | os.PathLike, horizon: int, count: int,
     """Up to ``count`` windows of ``path`` whose command does not change over their H+1 states.
 
     Returns:
-      (batch of ``WindowSet.batch``, the normaliser fitted to every window of the file in the heading frame).
+      (batch of ``WindowSet.batch``, the normaliser fitted to the file's windows in the heading frame):
+      :func:`dynaflow_policy.data.split.held_out_windows_for` of a file no checkpoint trained on.
     """
-    dataset = load_dataset(path, horizon=horizon)
-    windows = WindowSet(dataset, horizon)
-    steps = windows.start[:, None] + np.arange(horizon + 1)  # (W, H+1)
-    commands = dataset.commands[windows.traj_index[:, None], steps]  # (W, H+1, 3)
-    constant = np.flatnonzero(np.all(commands == commands[:, :1], axis=(1, 2)))
-    idx = np.sort(np.random.default_rng(seed).choice(constant, size=min(count, len(constant)), replace=False))
-    normalizer = Normalizer.fit(to_heading_frame(windows.batch(np.arange(0, len(windows), 7))["states"]))
-    return windows.batch(idx), normalizer
+    held = held_out_windows_for([], path, count, seed, horizon, constant_command_only=True)
+    return held.batch, held.normalizer
 
 
 def training_hours(run_dir: str | os.PathLike) -> float | None:

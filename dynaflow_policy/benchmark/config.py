@@ -30,6 +30,9 @@ class BenchmarkConfig:
     """N of the 'DynaFlow (N ODE steps)' row."""
     windows: int = 128
     """Held-out windows for section 1."""
+    constant_command: bool = True
+    """Section 1 and 3 draw only windows whose command does not change over them (a model told (x0, c)
+    can reproduce those; the data file must hold commands for longer than a window)."""
     episodes: int = 10
     """Closed-loop episodes per command."""
     seconds: float = 10.0

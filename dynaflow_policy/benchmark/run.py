@@ -47,7 +47,8 @@ def run_benchmark(config: BenchmarkConfig, relative_to: str = os.curdir,
     offline, open_loop, windows = [], {}, (0, 0, "")
     if os.path.isfile(config.data):
         splits = [training_split(p) for p in (config.dynaflow, config.state_flow) if os.path.isdir(p)]
-        held = held_out_windows_for(splits, config.data, config.windows, config.seed)
+        held = held_out_windows_for(splits, config.data, config.windows, config.seed,
+                                    constant_command_only=config.constant_command)
         windows = (held.batch["states"].shape[0], held.batch["states"].shape[1] - 1, held.rule)
         log("section 1: held-out windows")
         offline = section_offline(methods.generators, held.batch, held.normalizer,

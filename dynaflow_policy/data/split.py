@@ -97,8 +97,15 @@ def training_split(path: str | os.PathLike) -> TrainingSplit:
                                          f"{type(e).__name__}: {e}") from e
 
 
+def constant_command(windows: WindowSet) -> np.ndarray:
+    """(W,) bool: the windows whose command is the same at all of their H + 1 states."""
+    steps = windows.start[:, None] + np.arange(windows.horizon + 1)  # (W, H+1)
+    commands = windows.dataset.commands[windows.traj_index[:, None], steps]  # (W, H+1, 3)
+    return np.all(commands == commands[:, :1], axis=(1, 2))
+
+
 def held_out_windows_for(splits: Sequence[TrainingSplit], data_path: str | os.PathLike, windows: int, seed: int,
-                         horizon: int = 16) -> HeldOutWindows:
+                         horizon: int = 16, constant_command_only: bool = False) -> HeldOutWindows:
     """Up to ``windows`` evaluation windows of ``data_path`` that none of ``splits`` trained on (module docstring).
 
     Args:
@@ -108,9 +115,12 @@ def held_out_windows_for(splits: Sequence[TrainingSplit], data_path: str | os.Pa
         and returned in index order.
       seed: seed of that draw.
       horizon: H when ``splits`` is empty.
+      constant_command_only: draw only windows whose command does not change over them
+        (:func:`constant_command`), which a model told (x0, c) can reproduce.
 
     Raises:
-      ValueError: checkpoints trained on the file with different (fraction, seed, horizon).
+      ValueError: checkpoints trained on the file with different (fraction, seed, horizon), or
+        ``constant_command_only`` and no such window.
     """
     normalizer = splits[0].normalizer if splits else None
     horizon = splits[0].horizon if splits else horizon
@@ -127,8 +137,14 @@ def held_out_windows_for(splits: Sequence[TrainingSplit], data_path: str | os.Pa
     else:
         held = fit_set = WindowSet(dataset, horizon)
         rule = "the whole file (no checkpoint trained on it)"
+    pool = np.arange(len(held))
+    if constant_command_only:
+        pool = np.flatnonzero(constant_command(held))
+        if not len(pool):
+            raise ValueError(f"{data_path}: no held-out window holds its command constant")
+        rule += ", windows of constant command"
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(held), size=min(windows, len(held)), replace=False))
+    idx = np.sort(rng.choice(pool, size=min(windows, len(pool)), replace=False))
     if normalizer is None:
         states = fit_set.batch(np.arange(0, len(fit_set), NORMALIZER_STRIDE))["states"]  # (W, H+1, 37)
         normalizer = Normalizer.fit(to_heading_frame(states))

@@ -26,8 +26,8 @@ class BenchmarkConfig:
     """Kinematic gait dataset."""
     out: str
     """Output directory."""
-    ode_steps: int = 10
-    """N of the 'DynaFlow (N ODE steps)' row."""
+    ode_steps: int = 4
+    """N of the 'DynaFlow (N ODE steps)' row (``eval/ablation.py`` compares N = 1, 2, 4, 10)."""
     windows: int = 128
     """Held-out windows for section 1."""
     constant_command: bool = True

@@ -69,7 +69,7 @@ def parse_variant(text: str) -> tuple[str, str, dict]:
 
 
 def main(args: Args) -> str:
-    from dynaflow_policy import load_policy
+    from dynaflow_policy import checkpoint, load_policy
     from dynaflow_policy.benchmark.ablation import (ablation_row, constant_command_windows, markdown_rows,
                                                     training_hours)
     from dynaflow_policy.benchmark.methods import dynaflow_generator
@@ -88,7 +88,8 @@ def main(args: Args) -> str:
         rows[name] = ablation_row(policy, dynaflow_generator(policy), batch, normalizer, args.episodes, args.seconds,
                                   args.open_loop_seconds, args.open_loop_starts, args.seed)
         run_dir = path.split(os.sep + "checkpoints")[0]
-        rows[name].update(training_hours=training_hours(run_dir), path=path, overrides=overrides)
+        step = int(checkpoint.read_meta(checkpoint.resolve(path))["step"])
+        rows[name].update(training_hours=training_hours(run_dir, step), step=step, path=path, overrides=overrides)
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     table = markdown_rows(rows)
     header = (f"Held-out data `{os.path.relpath(args.data, REPO)}` ({args.windows} windows of constant command); "

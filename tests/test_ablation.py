@@ -33,6 +33,7 @@ def test_the_script_writes_one_row_per_variant(tmp_path):
     with open(tmp_path / "out" / "ablation.json") as f:
         rows = json.load(f)
     assert list(rows) == ["a", "b"] and rows["b"]["overrides"] == {"execute_steps": 1, "ensemble": 2}
+    assert rows["a"]["step"] == 0 and rows["a"]["training_hours"] is None  # the artifact has no log
     for r in rows.values():
         assert r["tre"] > 0 and r["sae"] < 1e-6 and 0 <= r["falls"] <= 1 and len(r["open_loop_rmse"]) == 3
     table = (tmp_path / "out" / "ablation.md").read_text()
@@ -68,3 +69,4 @@ def test_training_hours_leave_out_interruptions(tmp_path):
     with open(tmp_path / METRICS_FILE, "w") as f:
         f.writelines(json.dumps({"step": i, "time": t}) + "\n" for i, t in enumerate(times))
     assert training_hours(tmp_path) == pytest.approx((1200 + 600) / 3600)  # the 15-min gap is a stop
+    assert training_hours(tmp_path, up_to_step=2) == pytest.approx(1200 / 3600)

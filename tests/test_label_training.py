@@ -1,5 +1,5 @@
-"""Training on fitted action labels: the regression stage learns, and a run continues with the matching loss
-(here with the auxiliary label term and own-plan inputs)."""
+"""Training on fitted action labels: the regression stage learns (here with own-plan inputs), and a run
+continues with the matching loss and the auxiliary label term."""
 
 import os
 
@@ -30,13 +30,14 @@ def test_labels_of_replayed_actions_are_those_actions(labelled):
 def test_regression_on_labels_learns_then_the_matching_loss_continues(labelled, tmp_path):
     path, _ = labelled
     workdir = str(tmp_path / "run")
-    train_and_evaluate(_config(path, objective="labels", steps=150, lr=3e-3, log_every=10), workdir)
+    train_and_evaluate(_config(path, objective="labels", own_plan_fraction=0.5, steps=150, lr=3e-3, log_every=10),
+                       workdir)
     rows = [r for r in read_metrics(os.path.join(workdir, METRICS_FILE)) if "train/label_mse" in r]
     first, last = rows[0]["train/label_mse"], rows[-1]["train/label_mse"]
     assert last < 0.3 * first, (first, last)
 
-    train_and_evaluate(_config(path, objective="matching", label_weight=0.5, own_plan_fraction=0.5, steps=152,
-                               lr=3e-3, log_every=1), workdir, resume=True)
+    train_and_evaluate(_config(path, objective="matching", label_weight=0.5, steps=152, lr=3e-3, log_every=1),
+                       workdir, resume=True)
     tail = [r for r in read_metrics(os.path.join(workdir, METRICS_FILE)) if "train/loss" in r][-1]
     assert tail["step"] == 152
     np.testing.assert_allclose(tail["train/loss"], tail["train/matching_loss"] + 0.5 * tail["train/label_mse"],

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dynaflow_policy import load_policy
+from dynaflow_policy import checkpoint, load_policy
 from dynaflow_policy.baselines.policy import StateFlowIDPolicy
 from dynaflow_policy.checkpoint import META_FILE, CheckpointError
 from dynaflow_policy.experts.policy import PPOExpert
@@ -25,7 +25,8 @@ def test_each_shipped_checkpoint_gives_its_controller(name, cls):
     policy = load_policy(os.path.join(SHIPPED, name))
     assert type(policy) is cls
     if cls is not PPOExpert:
-        assert policy.execute_steps == 4 and policy.ode_steps == policy.flow.ode_steps  # checkpoint defaults
+        stored = checkpoint.read_meta(os.path.join(SHIPPED, name))["policy"]  # the export's controller defaults
+        assert (policy.execute_steps, policy.ode_steps) == (stored["execute_steps"], stored["ode_steps"])
         policy = load_policy(os.path.join(SHIPPED, name), execute_steps=8, ode_steps=2, seed=3, gait="pace")
         assert (policy.execute_steps, policy.ode_steps, policy.seed, policy.gait) == (8, 2, 3, "pace")
 

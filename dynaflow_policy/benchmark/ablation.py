@@ -46,12 +46,13 @@ def constant_command_windows(path: str | os.PathLike, horizon: int, count: int,
     return held.batch, held.normalizer
 
 
-def training_hours(run_dir: str | os.PathLike) -> float | None:
-    """Training wall time (h) of a work directory's ``metrics.jsonl`` (module docstring), None without one."""
+def training_hours(run_dir: str | os.PathLike, up_to_step: int | None = None) -> float | None:
+    """Training wall time (h) of a work directory's ``metrics.jsonl`` (module docstring) up to a step (None:
+    all of it), None without a log."""
     path = os.path.join(run_dir, run_log.METRICS_FILE)
     if not os.path.isfile(path):
         return None
-    times = np.array([r["time"] for r in run_log.read_metrics(path) if "time" in r])
+    times = np.array([r["time"] for r in run_log.read_metrics(path, up_to_step) if "time" in r])
     gaps = np.diff(times)
     return float(gaps[gaps < IDLE_GAP_S].sum() / 3600.0) if len(times) > 1 else 0.0
 

@@ -171,9 +171,10 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
     unwrapped = env.unwrapped
     rec = _EpisodeRecord(unwrapped.state)
     fell = False
+    command_now = scenario.command_at(0)
     for step in range(int(round(seconds / PHYSICS.ctrl_dt))):
-        command_now = scenario.command_at(step)
-        if step and np.any(command_now != scenario.command_at(step - 1)):
+        command_before, command_now = command_now, scenario.command_at(step)
+        if np.any(command_now != command_before):
             unwrapped.set_command(command_now)
             obs = unwrapped.observation()
         for push in scenario.pushes_at(step):
@@ -198,7 +199,7 @@ def run_episodes(controller: BatchedController, command: Sequence[float], second
 
     Args:
       controller: a batched controller: ``act(obs (N, 44)) -> (N, 12)``, ``reset(mask=None)``.
-      command, seconds, gait: as :func:`run_episode`.
+      command: (vx, vy, yaw rate) held for every episode (not a Scenario); seconds, gait: as :func:`run_episode`.
       seeds: reset seed of each episode.
       num_envs: N, environments stepped together (at most ``len(seeds)`` are made).
 
@@ -249,7 +250,8 @@ class _EpisodeRecord:
     """What :func:`run_episode` returns, collected step by step."""
 
     def __init__(self, x0: np.ndarray):
-        self.states, self.actions, self.torques, self.power, self.contacts, self.commands = [np.array(x0)], [], [], [], [], []
+        self.states = [np.array(x0)]
+        self.actions, self.torques, self.power, self.contacts, self.commands = [], [], [], [], []
 
     def add(self, x: np.ndarray, action: np.ndarray, torque: np.ndarray, power: float, contact: np.ndarray,
             command: np.ndarray) -> None:

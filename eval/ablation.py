@@ -1,9 +1,9 @@
 """The ablation table: controllers (checkpoints and sampler settings) measured on the same held-out data.
 
     python eval/ablation.py --variant "shipped=checkpoints/dynaflow_go1_expert" \\
-        "N=4=checkpoints/dynaflow_go1_expert:ode_steps=4"
+        "N4=checkpoints/dynaflow_go1_expert:ode_steps=4"
 
-Each variant is ``NAME=PATH[:key=value,...]``; the keys are
+Each variant is ``NAME=PATH[:key=value,...]`` (NAME without "="); the keys are
 :func:`dynaflow_policy.load_policy` overrides (``ode_steps``, ``execute_steps``,
 ``ensemble``, ...). The columns are those of
 :mod:`dynaflow_policy.benchmark.ablation`. Writes ``ablation.md`` and
@@ -80,11 +80,13 @@ def main(args: Args) -> str:
     for name, path, _ in variants:
         if not os.path.exists(path):
             raise FileNotFoundError(f"--variant {name}: {path} does not exist")
-    rows = {}
+    rows, windows = {}, {}  # windows: horizon -> (batch, normaliser), read once per horizon
     for name, path, overrides in variants:
         t0 = time.perf_counter()
         policy = load_policy(path, seed=args.seed, **overrides)
-        batch, normalizer = constant_command_windows(args.data, policy.horizon, args.windows, args.seed)
+        if policy.horizon not in windows:
+            windows[policy.horizon] = constant_command_windows(args.data, policy.horizon, args.windows, args.seed)
+        batch, normalizer = windows[policy.horizon]
         rows[name] = ablation_row(policy, dynaflow_generator(policy), batch, normalizer, args.episodes, args.seconds,
                                   args.open_loop_seconds, args.open_loop_starts, args.seed)
         run_dir = path.split(os.sep + "checkpoints")[0]

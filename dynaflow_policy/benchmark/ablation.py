@@ -67,8 +67,8 @@ def ablation_row(controller: Controller, generate: Generator, batch: dict[str, n
     closed = section_sweep({"c": controller}, episodes, seconds, seed, lambda line: None, scenarios)["c"]
     results = list(closed.values())
     blind = section_open_loop({"c": generate}, batch, normalizer, open_loop_seconds, open_loop_starts)["c"]
-    return {"tre": float(tre(X, X_ref, normalizer)), "action_rmse": float(action_recovery_rmse(U, batch["expert_actions"])),
-            "sae": float(sae_native(X, U, normalizer)),
+    return {"tre": float(tre(X, X_ref, normalizer)), "sae": float(sae_native(X, U, normalizer)),
+            "action_rmse": float(action_recovery_rmse(U, batch["expert_actions"])),
             "falls": float(np.mean([r.falls_per_episode for r in results])),
             "vx_rmse": float(np.mean([r.vx_rmse for r in results])),
             "vy_rmse": float(np.mean([r.vy_rmse for r in results])),

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import time
 
-from dynaflow_policy.closed_loop import CommandResult, Controller, Scenario, command_result, run_episode
-from dynaflow_policy.benchmark.sections import Log
-
 import gymnasium
 
 import envs
+from dynaflow_policy.benchmark.sections import Log
+from dynaflow_policy.closed_loop import CommandResult, Controller, Scenario, command_result, run_episode
 from envs.physics import PHYSICS
 
 SWEEP: dict[str, Scenario] = {

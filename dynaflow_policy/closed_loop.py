@@ -55,7 +55,7 @@ import numpy as np
 import envs
 from envs.kinematics import foot_positions
 from envs.physics import BASE_ANGVEL, BASE_POS, PHYSICS
-from envs.task import body_linvel
+from envs.task import body_linvel, gait_index
 
 EXPERT_COMMANDS: dict[str, tuple[float, float, float]] = {
     "vx 0.3": (0.3, 0.0, 0.0),
@@ -80,17 +80,20 @@ class BatchedController(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """A command that changes during an episode, and shoves, for :func:`run_episode`.
+    """A command and a gait that change during an episode, and shoves, for :func:`run_episode`.
 
     Attributes:
       commands: ((start s, (vx, vy, yaw rate)), ...) in increasing start time, the first at 0 s:
         each command holds from its start until the next one starts.
       pushes: ((time s, (vx, vy)), ...): at that time the base's world-frame velocity jumps by
         (vx, vy) m/s (``Go1Env.push``), just before the control step.
+      gaits: ((start s, gait name), ...) in increasing start time, the first at 0 s (``Go1Env.set_gait``);
+        empty: the gait given to :func:`run_episode` holds.
     """
 
     commands: tuple[tuple[float, tuple[float, float, float]], ...]
     pushes: tuple[tuple[float, tuple[float, float]], ...] = ()
+    gaits: tuple[tuple[float, str], ...] = ()
 
     def __post_init__(self):
         starts = [t for t, _ in self.commands]
@@ -102,6 +105,11 @@ class Scenario:
         for t, v in self.pushes:
             if not t >= 0 or np.shape(v) != (2,) or not np.all(np.isfinite(v)):
                 raise ValueError(f"Scenario.pushes: each push must be (time >= 0, 2 finite m/s), got {(t, v)!r}")
+        gait_starts = [t for t, _ in self.gaits]
+        if self.gaits and (gait_starts[0] != 0 or np.any(np.diff(gait_starts) <= 0)):
+            raise ValueError(f"Scenario.gaits must start at 0 s and increase in time, got starts {gait_starts}")
+        for _, g in self.gaits:
+            gait_index(g)  # ValueError naming the four gaits
 
     @classmethod
     def constant(cls, command: Sequence[float]) -> Scenario:
@@ -112,6 +120,11 @@ class Scenario:
         """(3,) command in force during control step ``step`` (time ``step * ctrl_dt``)."""
         t = step * PHYSICS.ctrl_dt + 1e-9
         return np.asarray([c for start, c in self.commands if start <= t][-1], np.float64)
+
+    def gait_at(self, step: int, default: str) -> str:
+        """Name of the gait in force during control step ``step``; ``default`` without a gait schedule."""
+        t = step * PHYSICS.ctrl_dt + 1e-9
+        return [g for start, g in self.gaits if start <= t][-1] if self.gaits else default
 
     def pushes_at(self, step: int) -> list[tuple[float, float]]:
         """The pushes applied just before control step ``step``."""
@@ -159,14 +172,16 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
         ``set_command`` and pushes applied as the episode runs).
 
     Returns:
-      ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``commands`` (T, 3) in force at
-      each step, ``torques`` (T, 12) N m and ``power`` (T,) W (substep averages, ``info["torque"]``,
-      ``info["power"]``), ``contacts`` (T, 4) bool, and ``fell``.
+      ``states`` (T+1, 37) including the start, ``actions`` (T, 12), ``commands`` (T, 3) and ``gaits``
+      (T,) int index into ``envs.task.GAITS`` in force at each step, ``torques`` (T, 12) N m and
+      ``power`` (T,) W (substep averages, ``info["torque"]``, ``info["power"]``), ``contacts`` (T, 4)
+      bool, and ``fell``.
     """
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     scenario = command if isinstance(command, Scenario) else Scenario.constant(command)
-    obs, _ = env.reset(seed=seed, options={"command": tuple(scenario.command_at(0)), "gait": gait})
+    gait_now = scenario.gait_at(0, gait)
+    obs, _ = env.reset(seed=seed, options={"command": tuple(scenario.command_at(0)), "gait": gait_now})
     controller.reset()
     unwrapped = env.unwrapped
     rec = _EpisodeRecord(unwrapped.state)
@@ -177,12 +192,17 @@ def run_episode(env: gymnasium.Env, controller: Controller, command: Sequence[fl
         if np.any(command_now != command_before):
             unwrapped.set_command(command_now)
             obs = unwrapped.observation()
+        gait_before, gait_now = gait_now, scenario.gait_at(step, gait)
+        if gait_now != gait_before:
+            unwrapped.set_gait(gait_now)
+            obs = unwrapped.observation()
         for push in scenario.pushes_at(step):
             unwrapped.push(push)
             obs = unwrapped.observation()
         action = controller.act(obs)
         obs, _, terminated, _, info = env.step(action)
-        rec.add(unwrapped.state, action, info["torque"], info["power"], info["contact"], command_now)
+        rec.add(unwrapped.state, action, info["torque"], info["power"], info["contact"], command_now,
+                gait_index(gait_now))
         if terminated:
             fell = True
             break
@@ -224,7 +244,8 @@ def run_episodes(controller: BatchedController, command: Sequence[float], second
             obs, _, terminated, _, info = env.step(actions)
             ended = np.zeros(n, bool)
             for j, x in enumerate(env.get_attr("state")):
-                rec[j].add(x, actions[j], info["torque"][j], info["power"][j], info["contact"][j], command)
+                rec[j].add(x, actions[j], info["torque"][j], info["power"][j], info["contact"][j], command,
+                           gait_index(gait))
                 if terminated[j] or len(rec[j].actions) == steps:
                     if episode[j] < total:
                         records[episode[j]] = rec[j].result(bool(terminated[j]))
@@ -251,21 +272,22 @@ class _EpisodeRecord:
 
     def __init__(self, x0: np.ndarray):
         self.states = [np.array(x0)]
-        self.actions, self.torques, self.power, self.contacts, self.commands = [], [], [], [], []
+        self.actions, self.torques, self.power, self.contacts, self.commands, self.gaits = [], [], [], [], [], []
 
     def add(self, x: np.ndarray, action: np.ndarray, torque: np.ndarray, power: float, contact: np.ndarray,
-            command: np.ndarray) -> None:
+            command: np.ndarray, gait: int) -> None:
         self.states.append(np.array(x))
         self.actions.append(np.asarray(action, np.float64))
         self.torques.append(torque)
         self.power.append(power)
         self.contacts.append(contact)
         self.commands.append(np.asarray(command, np.float64))
+        self.gaits.append(gait)
 
     def result(self, fell: bool) -> dict[str, np.ndarray | bool]:
         return {"states": np.stack(self.states), "actions": np.stack(self.actions), "torques": np.stack(self.torques),
                 "power": np.array(self.power), "contacts": np.stack(self.contacts),
-                "commands": np.stack(self.commands), "fell": fell}
+                "commands": np.stack(self.commands), "gaits": np.array(self.gaits, np.int64), "fell": fell}
 
 
 def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:

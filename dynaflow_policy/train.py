@@ -53,7 +53,7 @@ from dynaflow_policy import metrics as metrics_lib
 from dynaflow_policy.configs import DiTConfig, FlowConfig, TrainConfig, default_config
 from dynaflow_policy.data.pool import (EVAL_STREAM, NO_DATASET, WindowSampler, eval_batch, fit_normalizer, load_windows,
                                       prepare_batch)
-from dynaflow_policy.devices import set_host_device_count, to_host
+from dynaflow_policy.devices import initialize_distributed, set_host_device_count, to_host
 from dynaflow_policy.flow import label_loss, matching_loss, sample
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
@@ -324,6 +324,13 @@ class Args:
     """Continue from the newest checkpoint in --workdir (same step counter and data order)."""
     cpu_devices: int | None = None
     """XLA host devices when running on CPU (default: the largest divisor of the batch size <= CPU cores)."""
+    coordinator: str | None = None
+    """Train as one of several processes (``jax.distributed``): HOST:PORT of process 0's coordinator, the
+    same for every process, or "auto" on a cluster JAX recognises (SLURM, Open MPI). None: one process."""
+    num_processes: int | None = None
+    """With --coordinator HOST:PORT: how many processes train together."""
+    process_id: int | None = None
+    """With --coordinator HOST:PORT: this process's index, 0 .. num_processes - 1 (0 writes the checkpoints)."""
 
 
 def _cpu_devices(args: Args) -> int:
@@ -338,6 +345,10 @@ def main(args: Args) -> None:
     if not args.config.dataset:
         raise SystemExit(f"error: {NO_DATASET}")
     set_host_device_count(_cpu_devices(args), keep_existing=args.cpu_devices is None)
+    if args.coordinator is not None:
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    elif args.num_processes is not None or args.process_id is not None:
+        raise SystemExit("error: --num-processes and --process-id need --coordinator HOST:PORT")
     import tqdm
 
     from envs.compilation_cache import enable_compilation_cache

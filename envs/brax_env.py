@@ -15,7 +15,8 @@ from :func:`brax.io.mjcf.load_model` is still the env's ``sys`` (for
 
 Observation, ``obs`` in R^44 (same layout as the Gymnasium env; with
 ``policy_inputs=True`` the 41 heading-free numbers of
-:func:`envs.task.policy_input` instead):
+:func:`envs.task.policy_input` instead, and with ``gait_clock=True`` those
+followed by the 8 of :func:`envs.task.gait_clock`):
 
 =======  =======  ===================================================
 index    name     meaning (units)
@@ -30,7 +31,8 @@ servo target = default pose + 0.5 rad * action, clipped to the joint ranges.
 
 ``State.info``: ``rng``, ``command`` (3,), ``gait`` () int32 index into
 ``GAITS``, ``last_act`` (12,), ``feet_air_time`` (4,) s, ``last_contact``
-(4,) bool, ``step`` () int32 steps since the last command resample, and with
+(4,) bool, ``step`` () int32 steps since the last command resample, ``phase`` ()
+gait phase in [0, 1) (``envs.task.advance_phase``, 0 at the start of an episode), and with
 domain randomisation ``physics`` (``friction``, ``mass_scale``, ``payload``).
 ``State.metrics``: ``reward/<name>`` for each unweighted term of
 :func:`envs.task.reward_terms`; ``reward == envs.task.total_reward(terms)``.
@@ -66,9 +68,9 @@ from envs.physics import (ACTION_DIM, BASE_QUAT, FOOT_CONTACT_HEIGHT, FOOT_SITES
                           PhysicsConfig)
 from envs.dynamics import mjx_model, state_from_data, step_data
 from envs.randomization import DomainRandomization, randomized_model
-from envs.task import (COMMAND_DIM, GAITS, INIT_JOINT_NOISE, OBS_DIM, OBSERVATION_STRUCTURE, POLICY_INPUT_DIM,
-                       POLICY_INPUT_STRUCTURE, CommandRanges, RewardWeights, gait_index, is_fallen, observation,
-                       policy_input, reward_terms, total_reward, update_feet)
+from envs.task import (CLOCK_DIM, COMMAND_DIM, GAITS, INIT_JOINT_NOISE, OBSERVATION_STRUCTURE, POLICY_INPUT_STRUCTURE,
+                       CommandRanges, RewardWeights, advance_phase, command_range_table, gait_clock, gait_index,
+                       is_fallen, observation, policy_input, reward_terms, total_reward, update_feet)
 
 
 
@@ -76,12 +78,13 @@ class Go1Env(PipelineEnv):
     """Go1 velocity-command (joystick) task on MJX, for Brax training (PPO) and data collection.
 
     Args:
-      command_ranges: uniform ranges the velocity commands are drawn from.
+      command_ranges: uniform ranges the velocity commands are drawn from: one for every gait, or a
+        mapping from each gait name in ``gaits`` to its own (e.g. ``envs.task.GAIT_COMMAND_RANGES``).
       reward_weights: weights of the named reward terms.
-      gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset
-        and after a fall.
-      resample_command_steps: a new command is drawn every this many steps
-        (and after a fall).
+      gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset,
+        after a fall and with every new command.
+      resample_command_steps: a new command (and gait) is drawn every this
+        many steps (and after a fall).
       randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
         joint angles and turn the robot to a uniform random yaw.
       config: physics config (the default is the project's frozen contract).
@@ -91,6 +94,8 @@ class Go1Env(PipelineEnv):
       policy_inputs: emit ``envs.task.policy_input(obs)`` (41, no world
         position or heading) instead of the 44-number observation; the PPO
         expert trains on these.
+      gait_clock: append ``envs.task.gait_clock`` (8) of the env's gait phase
+        to the policy inputs (49 numbers); needs ``policy_inputs``.
       backend: must be "mjx"; accepted so Brax's ``envs.get_environment`` style
         kwargs work.
     """
@@ -101,7 +106,7 @@ class Go1Env(PipelineEnv):
     def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
                  gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500, randomize_init: bool = True,
                  config: PhysicsConfig = PHYSICS, domain_randomization: DomainRandomization | None = None,
-                 policy_inputs: bool = False, backend: str = "mjx"):
+                 policy_inputs: bool = False, gait_clock: bool = False, backend: str = "mjx"):
         if backend != "mjx":
             raise ValueError(f"Go1Env only supports backend='mjx', got {backend!r}")
         if not gaits:
@@ -109,6 +114,9 @@ class Go1Env(PipelineEnv):
         if resample_command_steps < 1:
             raise ValueError(f"resample_command_steps must be >= 1, got {resample_command_steps}")
         gait_ids = np.array([gait_index(g) for g in gaits], np.int32)  # ValueError on an unknown name
+        if gait_clock and not policy_inputs:
+            raise ValueError("gait_clock=True appends the clock to the policy inputs: it needs policy_inputs=True")
+        command_low, command_high = command_range_table(command_ranges, gaits)  # (len(GAITS), 3) each
         # brax's load_model writes into the model's range arrays: give it a copy of the shared cached model.
         mj_model = copy.copy(physics.load_mj_model(config))
         with warnings.catch_warnings():  # "Brax System ... not actively being maintained": we only use its fields
@@ -124,8 +132,12 @@ class Go1Env(PipelineEnv):
         self.config = config
         self.domain_randomization = domain_randomization
         self.policy_inputs = bool(policy_inputs)
+        self.gait_clock = bool(gait_clock)
         if self.policy_inputs:
-            self.observation_structure = POLICY_INPUT_STRUCTURE
+            self.observation_structure = dict(POLICY_INPUT_STRUCTURE)
+        if self.gait_clock:
+            self.observation_structure["gait_clock"] = CLOCK_DIM
+        self._command_low, self._command_high = command_low, command_high
         self._mjx_model = mjx_model(config)
         self._gait_ids = gait_ids
         self._foot_site_ids = np.array([mj_model.site(name).id for name in FOOT_SITES])
@@ -135,7 +147,7 @@ class Go1Env(PipelineEnv):
 
     @property
     def observation_size(self) -> int:
-        return POLICY_INPUT_DIM if self.policy_inputs else OBS_DIM
+        return sum(self.observation_structure.values())
 
     @property
     def action_size(self) -> int:
@@ -170,8 +182,8 @@ class Go1Env(PipelineEnv):
             x0 = x0.at[JOINT_POS].set(jnp.clip(x0[JOINT_POS] + noise, lower, upper)).at[BASE_QUAT].set(quat)
         pipeline_state = self.pipeline_init(x0[:NQ], x0[NQ:])
 
-        command = self._sample_command(k_cmd)
         gait = self._sample_gait(k_gait)
+        command = self._sample_command(k_cmd, gait)
         info = {
             "rng": rng,
             "command": command,
@@ -180,11 +192,12 @@ class Go1Env(PipelineEnv):
             "feet_air_time": jnp.zeros(len(FOOT_SITES)),
             "last_contact": self._foot_heights(pipeline_state) < FOOT_CONTACT_HEIGHT,
             "step": jnp.zeros((), jnp.int32),
+            "phase": jnp.zeros(()),
         }
         if self.domain_randomization is not None:
             info["physics"] = self.domain_randomization.sample(k_phys)
         metrics = {f"reward/{k}": jnp.zeros(()) for k in self.reward_weights.as_dict()}
-        obs = self._observation(state_from_data(pipeline_state), command, gait)
+        obs = self._observation(state_from_data(pipeline_state), command, gait, info["phase"])
         return State(pipeline_state, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -202,15 +215,16 @@ class Go1Env(PipelineEnv):
 
         contact, first_contact, air_time, next_air_time = update_feet(
             self._foot_heights(pipeline_state), info["last_contact"], info["feet_air_time"], self.config.ctrl_dt, jnp)
+        phase = advance_phase(info["phase"], info["gait"], self.config.ctrl_dt, jnp)
         terms = reward_terms(x, action, info["last_act"], info["command"], info["gait"], contact, air_time,
-                             first_contact, done, self.reward_weights, self.config, xp=jnp)
+                             first_contact, done, self.reward_weights, self.config, xp=jnp, phase=phase)
         reward = total_reward(terms, self.reward_weights, self.config)
 
         rng, k_cmd, k_gait, k_phys = jax.random.split(info["rng"], 4)
         count = info["step"] + 1
         resample = (count >= self.resample_command_steps) | done
-        command = jnp.where(resample, self._sample_command(k_cmd), info["command"])
-        gait = jnp.where(done, self._sample_gait(k_gait), info["gait"])
+        gait = jnp.where(resample, self._sample_gait(k_gait), info["gait"])
+        command = jnp.where(resample, self._sample_command(k_cmd, gait), info["command"])
         new_info = {
             **info,
             "rng": rng,
@@ -220,12 +234,13 @@ class Go1Env(PipelineEnv):
             "feet_air_time": jnp.where(done, 0.0, next_air_time),
             "last_contact": contact | done,  # after a reset the robot stands: no spurious touch-down
             "step": jnp.where(resample, 0, count).astype(jnp.int32),
+            "phase": jnp.where(done, 0.0, phase),
         }
         if self.domain_randomization is not None:  # a new draw for the next episode
             new_info["physics"] = jax.tree.map(lambda new, old: jnp.where(done, new, old),
                                                self.domain_randomization.sample(k_phys), info["physics"])
         metrics = {**state.metrics, **{f"reward/{k}": v for k, v in terms.items()}}
-        obs = self._observation(x, command, gait)
+        obs = self._observation(x, command, gait, new_info["phase"])
         return state.replace(pipeline_state=pipeline_state, obs=obs, reward=reward,
                              done=done.astype(reward.dtype), metrics=metrics, info=new_info)
 
@@ -234,34 +249,39 @@ class Go1Env(PipelineEnv):
     def _start_episode(self, info: dict, obs: jax.Array, pipeline_state) -> dict:
         """``info`` for the first step of an episode where ``info["steps"] == 0``, else ``info`` unchanged.
 
-        The command and gait are read from the end of ``obs`` (command (3) ++ gait
-        one-hot (4) in both observation layouts), the obs the policy acts on.
+        The command and gait are read from ``obs``, the obs the policy acts on
+        (command (3) ++ gait one-hot (4) end both observation layouts, before the clock).
         """
+        end = obs.shape[-1] - (CLOCK_DIM if self.gait_clock else 0)
         new = info["steps"] == 0
         rng, k_phys = jax.random.split(info["rng"])
         fresh = {
             "rng": rng,
-            "command": obs[-COMMAND_DIM - len(GAITS):-len(GAITS)],
-            "gait": jnp.argmax(obs[-len(GAITS):]).astype(info["gait"].dtype),
+            "command": obs[end - COMMAND_DIM - len(GAITS):end - len(GAITS)],
+            "gait": jnp.argmax(obs[end - len(GAITS):end]).astype(info["gait"].dtype),
             "last_act": jnp.zeros_like(info["last_act"]),
             "feet_air_time": jnp.zeros_like(info["feet_air_time"]),
             "last_contact": self._foot_heights(pipeline_state) < FOOT_CONTACT_HEIGHT,
             "step": jnp.zeros_like(info["step"]),
+            "phase": jnp.zeros_like(info["phase"]),
         }
         if self.domain_randomization is not None:
             fresh["physics"] = self.domain_randomization.sample(k_phys)
         return {**info, **jax.tree.map(lambda f, old: jnp.where(new, f, old), fresh,
                                        {k: info[k] for k in fresh})}
 
-    def _observation(self, x: jax.Array, command: jax.Array, gait: jax.Array) -> jax.Array:
-        """(44,) observation, or its (41,) policy inputs when ``policy_inputs``."""
+    def _observation(self, x: jax.Array, command: jax.Array, gait: jax.Array, phase: jax.Array) -> jax.Array:
+        """(44,) observation; (41,) policy inputs when ``policy_inputs``, (49,) with the gait clock appended."""
         obs = observation(x, command, gait, jnp)
-        return policy_input(obs, self.config, jnp) if self.policy_inputs else obs
+        if not self.policy_inputs:
+            return obs
+        inputs = policy_input(obs, self.config, jnp)
+        return jnp.concatenate([inputs, gait_clock(phase, gait, jnp)]) if self.gait_clock else inputs
 
-    def _sample_command(self, rng: jax.Array) -> jax.Array:
-        """(3,) command, uniform in ``command_ranges``."""
-        return jax.random.uniform(rng, (COMMAND_DIM,), minval=jnp.asarray(self.command_ranges.low),
-                                  maxval=jnp.asarray(self.command_ranges.high))
+    def _sample_command(self, rng: jax.Array, gait: jax.Array) -> jax.Array:
+        """(3,) command, uniform in the command ranges of ``gait``."""
+        return jax.random.uniform(rng, (COMMAND_DIM,), minval=jnp.asarray(self._command_low)[gait],
+                                  maxval=jnp.asarray(self._command_high)[gait])
 
     def _sample_gait(self, rng: jax.Array) -> jax.Array:
         """() int32 index into GAITS, uniform over ``self.gaits``."""

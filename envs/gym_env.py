@@ -94,14 +94,19 @@ class Go1GymEnv(gymnasium.Env):
     (``envs.task.RewardWeights``, MuJoCo Playground's Go1 joystick values).
     Each unweighted term is reported as ``info["reward/<name>"]``: velocity
     tracking (lin, ang), vertical velocity, roll/pitch rates, orientation,
-    servo torques, action rate, feet air time and termination. A foot is in
+    servo torques, action rate, feet air time, termination, the gait's
+    contact pattern (``gait_sync``) and its clock schedule (``gait_schedule``;
+    weight 0 by default, the four-gait expert's reward). A foot is in
     contact while its sphere centre is below ``envs.physics.FOOT_CONTACT_HEIGHT``
     = 0.028 m; its air time is credited on touchdown as in Playground.
     ``info`` also holds ``command``, ``gait``, ``diverged``, ``torque`` (12,)
     (actuator torques averaged over the step's substeps, N m), ``power``
     (sum_j |torque_j * joint velocity_j| averaged over the substeps, W; with
-    ``backend="mjx"`` both come from the same step in native MuJoCo) and
-    ``contact`` (4,) bool (FR, FL, RR, RL).
+    ``backend="mjx"`` both come from the same step in native MuJoCo),
+    ``contact`` (4,) bool (FR, FL, RR, RL) and ``phase``, the gait clock
+    (``envs.task.advance_phase``: 0 at reset, one cycle per gait period).
+    ``set_command`` and ``set_gait`` change the command and the gait
+    mid-episode; the clock runs on.
 
     ## Starting State
     ``PHYSICS.home_state`` (standing, 0.278 m) with every joint angle perturbed
@@ -183,6 +188,7 @@ class Go1GymEnv(gymnasium.Env):
         self._u_prev = np.zeros(ACTION_DIM)  # (12,)
         self._air_time = np.zeros(4)  # (4,) s
         self._last_contact = np.zeros(4, bool)  # (4,)
+        self._phase = 0.0  # gait phase in [0, 1), envs.task.advance_phase
 
     # ------------------------------------------------------------------ state
 
@@ -225,7 +231,22 @@ class Go1GymEnv(gymnasium.Env):
 
     @property
     def gait(self) -> str:
+        """Name of the commanded gait (``envs.task.GAITS``)."""
         return self._gait
+
+    def set_gait(self, gait: str) -> None:
+        """Changes the commanded gait mid-episode; the gait phase runs on, at the new gait's period.
+
+        Raises:
+          ValueError: not one of ``envs.task.GAITS`` (the message names them); the gait is then unchanged.
+        """
+        task.gait_index(gait)
+        self._gait = gait
+
+    @property
+    def phase(self) -> float:
+        """Gait phase in [0, 1) (``envs.task.advance_phase``): 0 at reset, one cycle per gait period."""
+        return self._phase
 
     def observation(self) -> np.ndarray:
         """(44,) float32 observation of the current state, command and gait (what ``step`` returns)."""
@@ -237,6 +258,7 @@ class Go1GymEnv(gymnasium.Env):
         self._last_contact = self._sim.foot_heights() < FOOT_CONTACT_HEIGHT
         self._air_time = np.zeros(4)
         self._u_prev = np.zeros(ACTION_DIM)
+        self._phase = 0.0
 
     # ------------------------------------------------------------------ reset
 
@@ -305,6 +327,7 @@ class Go1GymEnv(gymnasium.Env):
             self._last_contact, first_contact, air_time, self._air_time = task.update_feet(
                 self._sim.foot_heights(), self._last_contact, self._air_time, self.config.ctrl_dt)
         self._x = x_next
+        self._phase = float(task.advance_phase(self._phase, task.gait_index(self._gait), self.config.ctrl_dt))
 
         fallen = bool(task.is_fallen(x_next))
         terminated = fallen or diverged
@@ -319,12 +342,14 @@ class Go1GymEnv(gymnasium.Env):
             "torque": self._sim.last_torque.copy(),
             "power": self._sim.last_power,
             "contact": self._last_contact.copy(),
+            "phase": self._phase,
         }
         return self.observation(), reward, terminated, False, info
 
     def _get_rew(self, x, u, air_time, first_contact, terminated):
         terms = task.reward_terms(x, u, self._u_prev, self._command.astype(np.float64), task.gait_index(self._gait),
-                                  self._last_contact, air_time, first_contact, terminated, self.reward_weights, self.config, xp=np)
+                                  self._last_contact, air_time, first_contact, terminated, self.reward_weights,
+                                  self.config, xp=np, phase=self._phase)
         reward = float(task.total_reward(terms, self.reward_weights, self.config))
         return reward, {f"reward/{k}": float(v) for k, v in terms.items()}
 

@@ -33,6 +33,14 @@ GAIT_PHASE_GROUPS = np.array([
 """(len(GAITS), 4) phase group of each foot (FR, FL, RR, RL) per gait: feet of one group land together,
 feet of different groups alternate."""
 _FOOT_PAIRS = np.array([(i, j) for i in range(4) for j in range(i + 1, 4)], np.int32)  # (6, 2)
+GAIT_PHASE_OFFSETS = 0.5 * GAIT_PHASE_GROUPS.astype(np.float32)
+"""(len(GAITS), 4) phase offset (gait cycles) of each foot: the second phase group runs half a cycle behind."""
+GAIT_PERIODS: tuple[float, ...] = (0.5, 0.5, 0.4, 0.4)
+"""Gait period (s) of each gait, in GAITS order: of the kinematic gaits and of the expert's gait clock."""
+GAIT_DUTY = 0.5
+"""Fraction of a gait cycle a foot is in stance."""
+CLOCK_DIM = 8
+"""Size of :func:`gait_clock`: sine and cosine of each foot's phase."""
 
 
 OBSERVATION_STRUCTURE: dict[str, int] = {
@@ -107,6 +115,40 @@ def policy_input(obs, config: PhysicsConfig = PHYSICS, xp=np):
     ], axis=-1)
 
 
+def advance_phase(phase, gait, dt: float, xp=np):
+    """Gait phase (cycles, in [0, 1)) after ``dt`` seconds of ``gait``: phase + dt / period, wrapped.
+
+    Args:
+      phase: (...,) phase in [0, 1); gait: (...,) int index into GAITS; dt: seconds.
+    """
+    return xp.mod(phase + dt / xp.asarray(GAIT_PERIODS, np.float32)[gait], 1.0)
+
+
+def foot_phases(phase, gait, xp=np):
+    """(..., 4) phase of each foot (FR, FL, RR, RL) in [0, 1): the gait phase plus the foot's offset.
+
+    A foot is in stance while its phase is below :data:`GAIT_DUTY` (the kinematic gaits' convention).
+    """
+    return xp.mod(xp.asarray(phase)[..., None] + xp.asarray(GAIT_PHASE_OFFSETS)[gait], 1.0)
+
+
+def gait_clock(phase, gait, xp=np):
+    """(..., 8) clock inputs of a gait-following policy: sin(2 pi foot phase) (4) ++ cos(2 pi foot phase) (4).
+
+    The sine is positive exactly while the schedule holds the foot in stance.
+
+    Args:
+      phase: (...,) gait phase in [0, 1); gait: (...,) int index into GAITS.
+    """
+    angle = 2.0 * np.pi * foot_phases(phase, gait, xp)
+    return xp.concatenate([xp.sin(angle), xp.cos(angle)], axis=-1)
+
+
+def scheduled_contact(phase, gait, xp=np):
+    """(..., 4) bool: which feet the gait schedule puts in stance at ``phase``."""
+    return foot_phases(phase, gait, xp) < GAIT_DUTY
+
+
 def gait_index(gait: str) -> int:
     """Index of a gait name in :data:`GAITS`; ValueError names the choices."""
     if gait not in GAITS:
@@ -143,6 +185,41 @@ class CommandRanges:
         return np.array([self.vx[1], self.vy[1], self.yaw_rate[1]], np.float32)
 
 
+GAIT_COMMAND_RANGES: dict[str, CommandRanges] = {
+    "trot": CommandRanges(vx=(-1.5, 1.5), vy=(-0.8, 0.8), yaw_rate=(-1.2, 1.2)),  # MuJoCo Playground's Go1 joystick
+    "pace": CommandRanges(vx=(-1.0, 1.0), vy=(-0.5, 0.5), yaw_rate=(-1.0, 1.0)),
+    "bound": CommandRanges(vx=(-0.5, 1.5), vy=(-0.3, 0.3), yaw_rate=(-1.0, 1.0)),
+    "pronk": CommandRanges(vx=(-1.0, 1.0), vy=(-0.5, 0.5), yaw_rate=(-1.0, 1.0)),
+}
+"""Command ranges of the four-gait expert, per gait: the trot as wide as Playground's; a bound is a forward gait
+with little sideways motion; pace and pronk as the trot expert's old ranges."""
+
+
+def command_range_table(command_ranges: CommandRanges | Mapping[str, CommandRanges],
+                        gaits: tuple[str, ...] = GAITS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gait command bounds: (low, high), each (len(GAITS), 3) float32, indexed by gait index.
+
+    Args:
+      command_ranges: one :class:`CommandRanges` for every gait, or a mapping gait name -> ranges that covers
+        every gait in ``gaits`` (rows of other gaits are zeros).
+
+    Raises:
+      ValueError: the mapping misses a gait of ``gaits`` or names an unknown gait.
+    """
+    if isinstance(command_ranges, CommandRanges):
+        command_ranges = {g: command_ranges for g in GAITS}
+    unknown = set(command_ranges) - set(GAITS)
+    missing = set(gaits) - set(command_ranges)
+    if unknown or missing:
+        raise ValueError(f"command ranges must be given for the gaits {tuple(gaits)} (of {GAITS}); "
+                         f"missing {sorted(missing)}, unknown {sorted(unknown)}")
+    low = np.zeros((len(GAITS), COMMAND_DIM), np.float32)
+    high = np.zeros((len(GAITS), COMMAND_DIM), np.float32)
+    for name, ranges in command_ranges.items():
+        low[gait_index(name)], high[gait_index(name)] = ranges.low, ranges.high
+    return low, high
+
+
 @dataclasses.dataclass(frozen=True)
 class RewardWeights:
     """Weights of the named reward terms (reward = sum of weight * term * dt).
@@ -164,6 +241,9 @@ class RewardWeights:
     feet_air_time: float = 0.1
     termination: float = -1.0
     gait_sync: float = 0.2
+    gait_schedule: float = 0.0
+    """Weight of following the gait clock's contact schedule (:func:`scheduled_contact`); the four-gait expert
+    trains with it, the trot expert did not."""
     tracking_sigma: float = 0.25
     """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
 
@@ -235,7 +315,7 @@ def gait_sync(contact, gait, xp=np):
 
 
 def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, fallen,
-                 weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS, xp=np) -> dict:
+                 weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS, xp=np, *, phase) -> dict:
     """Unweighted named reward terms for one control step.
 
     Args:
@@ -247,6 +327,7 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
       air_time: (..., 4) time (s) each foot had been in the air when it landed.
       first_contact: (..., 4) 1.0 where a foot touched down in this step.
       fallen: (...,) bool, the episode ends in a fall.
+      phase: (...,) gait phase in [0, 1) after the step (:func:`advance_phase`).
 
     Returns:
       dict name -> (...,) term; :func:`total_reward` weighs and sums them.
@@ -267,6 +348,7 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
         "feet_air_time": xp.sum((air_time - 0.1) * first_contact, axis=-1) * moving,
         "termination": xp.asarray(fallen, x.dtype),
         "gait_sync": gait_sync(contact, gait, xp).astype(x.dtype) * moving,
+        "gait_schedule": xp.mean((contact == scheduled_contact(phase, gait, xp)).astype(x.dtype), axis=-1),
     }
 
 

@@ -60,6 +60,7 @@ class Batch(NamedTuple):
       u_prev: (N, 12) float32 previous action (zeros after a reset).
       last_contact: (N, 4) bool raw foot contacts after the previous step.
       air_time: (N, 4) float32 time (s) each foot has been in the air.
+      phase: (N,) float32 gait phase in [0, 1) (``envs.task.advance_phase``), 0 at a reset.
     """
 
     x: Any
@@ -68,6 +69,7 @@ class Batch(NamedTuple):
     u_prev: Any
     last_contact: Any
     air_time: Any
+    phase: Any
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -111,11 +113,12 @@ def _transition(b: Batch, u: jax.Array, config: PhysicsConfig, weights: RewardWe
     landed_air_time = jnp.where(diverged, 0.0, landed_air_time)
     air_time = jnp.where(diverged, b.air_time, air_time)
     terminated = task.is_fallen(x, jnp) | diverged
+    phase = task.advance_phase(b.phase, b.gait, config.ctrl_dt, jnp)
     terms = task.reward_terms(x, u, b.u_prev, b.command, b.gait, contact, landed_air_time, first_contact, terminated,
-                              weights, config, xp=jnp)
+                              weights, config, xp=jnp, phase=phase)
     out = {"reward": task.total_reward(terms, weights, config), "terms": terms, "terminated": terminated,
-           "diverged": diverged, "torque": torque, "power": power, "contact": contact}
-    return Batch(x, b.command, b.gait, u, contact, air_time), out
+           "diverged": diverged, "torque": torque, "power": power, "contact": contact, "phase": phase}
+    return Batch(x, b.command, b.gait, u, contact, air_time, phase), out
 
 
 def _where_rows(mask, a, b, xp=np):
@@ -309,7 +312,7 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
         n = self.num_envs
         fresh = Batch(np.zeros((n, STATE_DIM), np.float32), np.zeros((n, COMMAND_DIM), np.float32),
                       np.zeros(n, np.int32), np.zeros((n, ACTION_DIM), np.float32), np.zeros((n, 4), bool),
-                      np.zeros((n, 4), np.float32))
+                      np.zeros((n, 4), np.float32), np.zeros(n, np.float32))
         for i, start in starts.items():
             x, command = draw_start(self._rngs[i], start, self.command_ranges, self.reset_noise_scale,
                                     self.random_yaw, self.config)
@@ -367,7 +370,8 @@ class Go1VectorEnv(gymnasium.vector.VectorEnv):
         info = self._start_info(obs[:, STATE_DIM:STATE_DIM + COMMAND_DIM], np.ones(self.num_envs, bool))
         if stepped.any():
             step_info = {**{f"reward/{k}": v for k, v in out["terms"].items()}, "diverged": out["diverged"],
-                         "torque": out["torque"], "power": out["power"], "contact": out["contact"]}
+                         "torque": out["torque"], "power": out["power"], "contact": out["contact"],
+                         "phase": out["phase"]}
             for key, value in step_info.items():
                 value = np.asarray(value)
                 dtype = bool if value.dtype == np.bool_ else np.float64

@@ -12,6 +12,11 @@ the closed-loop metrics. Other options: ``--command VX VY YAW`` (fixed),
 FILE.npz --demo-index N`` for a side-by-side video: the demonstration's states
 (left, replayed kinematically) next to the controller's closed-loop motion
 from the same initial state under the demonstration's commands (right).
+
+``--grid`` renders the four gaits side by side (2 x 2 panels, one batched
+controller, the shipped four-gait checkpoint by default), each captioned with
+its gait, its contact-pattern score (``envs.task.gait_sync``, averaged after
+the first second) and the fraction of feet in the air.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import tyro
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = {"dynaflow": os.path.join(REPO, "checkpoints", "dynaflow_go1_expert"),
            "ppo": os.path.join(REPO, "checkpoints", "ppo_go1_trot")}
+SHIPPED_GAITS = {"dynaflow": os.path.join(REPO, "checkpoints", "dynaflow_go1_gaits"),
+                 "ppo": os.path.join(REPO, "checkpoints", "ppo_go1_gaits")}
+"""The four-gait checkpoints ``--grid`` runs."""
 SCHEDULE: tuple[tuple[float, tuple[float, float, float]], ...] = (
     (0.0, (0.3, 0.0, 0.0)),
     (3.0, (0.8, 0.0, 0.0)),
@@ -58,13 +66,15 @@ class VideoConfig:
     """Frame height (px)."""
     seed: int = 0
     """Reset seed (initial joint perturbation and heading) and controller seed."""
+    grid: bool = False
+    """Render trot, pace, bound and pronk side by side (2 x 2 panels of --width x --height); ignores --gait."""
 
 
 class _Stand:
     def act(self, obs):
         import numpy as np
 
-        return np.zeros(12, np.float32)
+        return np.zeros(np.shape(obs)[:-1] + (12,), np.float32)
 
     def reset(self):
         pass
@@ -72,15 +82,16 @@ class _Stand:
 
 def _controller(cfg: VideoConfig):
     """(controller, description) for ``cfg.controller``."""
+    shipped = SHIPPED_GAITS if cfg.grid else SHIPPED
     kind = cfg.controller
     if kind == "auto":
-        kind = "dynaflow" if os.path.isdir(SHIPPED["dynaflow"]) else "ppo"
+        kind = "dynaflow" if os.path.isdir(shipped["dynaflow"]) else "ppo"
     if kind == "stand":
         return _Stand(), "default pose (zero action)"
     from dynaflow_policy import load_policy
     from dynaflow_policy.checkpoint import checkpoint_kind
 
-    path = cfg.checkpoint or SHIPPED[kind]
+    path = cfg.checkpoint or shipped[kind]
     found = checkpoint_kind(path)
     overrides = {} if found == "ppo" else {"seed": cfg.seed}
     names = {"ppo": "PPO expert", "dynaflow": "DynaFlow", "state_flow": "state flow + ID"}
@@ -145,6 +156,10 @@ def main(cfg: VideoConfig) -> dict:
     controller, description = _controller(cfg)
     fps = round(1.0 / PHYSICS.ctrl_dt)
     n_steps = round(cfg.seconds * fps)
+    if cfg.grid:
+        if cfg.demo is not None:
+            raise ValueError("--grid and --demo cannot be combined")
+        return _grid(cfg, controller, description, n_steps, fps)
     options = {"gait": cfg.gait}
     demo = None
     if cfg.demo is not None:
@@ -159,11 +174,8 @@ def main(cfg: VideoConfig) -> dict:
         n_steps = min(n_steps, len(demo) - 1)
         options.update(state=demo[0], gait=GAITS[int(ds.gait[cfg.demo_index])])
         command_at = lambda k: commands[k]  # noqa: E731
-    elif cfg.command is not None:
-        command_at = lambda k: np.asarray(cfg.command, np.float32)  # noqa: E731
     else:
-        starts = np.array([t for t, _ in SCHEDULE])
-        command_at = lambda k: np.asarray(SCHEDULE[np.searchsorted(starts, k / fps, "right") - 1][1])  # noqa: E731
+        command_at = _schedule(cfg)
 
     env = gymnasium.make(envs.GYM_ID, render_mode="rgb_array", width=cfg.width, height=cfg.height,
                          max_episode_steps=n_steps)
@@ -211,6 +223,75 @@ def main(cfg: VideoConfig) -> dict:
     print(f"closed loop: fell {metrics['fell']}, tracking RMSE after 1 s: vx {metrics['vx_rmse']:.3f} m/s, "
           f"vy {metrics['vy_rmse']:.3f} m/s, yaw rate {metrics['yaw_rate_rmse']:.3f} rad/s; mean |torque| "
           f"{metrics['mean_torque']:.2f} N m; walked {metrics['distance']:.2f} m")
+    return metrics
+
+
+def _schedule(cfg: VideoConfig):
+    """command_at(step) -> (3,) command: --command, else the default schedule."""
+    import numpy as np
+
+    from envs.physics import PHYSICS
+
+    if cfg.command is not None:
+        return lambda k: np.asarray(cfg.command, np.float32)
+    starts = np.array([t for t, _ in SCHEDULE])
+    return lambda k: np.asarray(SCHEDULE[np.searchsorted(starts, k * PHYSICS.ctrl_dt, "right") - 1][1], np.float32)
+
+
+def _grid(cfg: VideoConfig, controller, description: str, n_steps: int, fps: int) -> dict:
+    """The four gaits in lockstep, one env each, the controller acting on the (4, 44) batch; 2 x 2 panels."""
+    import gymnasium
+    import imageio
+    import numpy as np
+
+    import envs
+    from envs.task import GAITS, gait_sync
+
+    command_at = _schedule(cfg)
+    gym_envs = [gymnasium.make(envs.GYM_ID, render_mode="rgb_array", width=cfg.width, height=cfg.height)
+                for _ in GAITS]
+    obs = np.stack([e.reset(seed=cfg.seed, options={"gait": g, "command": command_at(0)})[0]
+                    for e, g in zip(gym_envs, GAITS)])
+    controller.reset()
+    contacts: list[list[np.ndarray]] = [[] for _ in GAITS]
+    fell = np.zeros(len(GAITS), bool)
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
+    try:
+        with imageio.get_writer(cfg.output, fps=fps, codec="libx264", quality=7, macro_block_size=8) as writer:
+            for k in range(n_steps):
+                c = command_at(k)
+                for e in gym_envs:
+                    e.unwrapped.set_command(c)
+                obs[:, 37:40] = c
+                actions = controller.act(obs)  # (4, 12)
+                panels = []
+                for i, (e, gait) in enumerate(zip(gym_envs, GAITS)):
+                    if not fell[i]:
+                        obs[i], _, terminated, _, info = e.step(actions[i])
+                        contacts[i].append(info["contact"])
+                        fell[i] = terminated
+                    after = np.array(contacts[i][fps:]) if len(contacts[i]) > fps else np.zeros((0, 4), bool)
+                    score = gait_sync(after, GAITS.index(gait)).mean() if len(after) else float("nan")
+                    air = (~after).mean() if len(after) else float("nan")
+                    panels.append(_caption(e.render(), [
+                        f"{gait}{'   FELL' if fell[i] else ''}   t {k / fps:4.1f} s",
+                        f"contact pattern {score:.2f}   feet in air {air:.2f}",
+                        f"command vx {c[0]:+.2f} vy {c[1]:+.2f} yaw {c[2]:+.2f}"]))
+                writer.append_data(np.concatenate([np.concatenate(panels[:2], axis=1),
+                                                   np.concatenate(panels[2:], axis=1)], axis=0))
+    finally:
+        for e in gym_envs:
+            e.close()
+    metrics = {}
+    for i, gait in enumerate(GAITS):
+        after = np.array(contacts[i][fps:]).reshape(-1, 4)
+        metrics[gait] = {"fell": bool(fell[i]),
+                         "contact_pattern": float(gait_sync(after, i).mean()) if len(after) else float("nan"),
+                         "feet_in_air": float((~after).mean()) if len(after) else float("nan")}
+    print(f"wrote {os.path.abspath(cfg.output)} ({n_steps} frames at {fps} fps, 2 x 2 gaits; {description})")
+    for gait, m in metrics.items():
+        print(f"{gait:>5}: fell {m['fell']}, contact pattern {m['contact_pattern']:.2f}, "
+              f"feet in air {m['feet_in_air']:.2f}")
     return metrics
 
 

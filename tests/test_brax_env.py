@@ -185,7 +185,8 @@ def test_randomize_init():
 
 
 @pytest.mark.parametrize("kwargs", [dict(gaits=("gallop",)), dict(gaits=()), dict(resample_command_steps=0),
-                                    dict(backend="generalized")])
+                                    dict(backend="generalized"), dict(gait_clock=True),
+                                    dict(gaits=("trot", "pace"), command_ranges={"trot": CommandRanges()})])
 def test_constructor_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         Go1Env(**kwargs)
@@ -196,16 +197,18 @@ EPISODE = 30
 
 @pytest.fixture(scope="module")
 def randomized():
-    """A domain-randomised env with policy inputs under Brax's training wrappers (time limit EPISODE steps).
+    """A domain-randomised four-gait env with policy inputs and the gait clock under Brax's training wrappers
+    (time limit EPISODE steps), each gait's commands from ``envs.task.GAIT_COMMAND_RANGES``.
 
     ``run(state, actions (T, B, 12))`` is jitted once: a scan returning the final state and, per step,
-    base height, friction draw, command, the action-rate term and the auto-reset obs.
+    base height, friction draw, command, the action-rate term, the auto-reset obs, gait and phase.
     """
     from brax.envs.wrappers.training import wrap
 
     from envs.randomization import DomainRandomization
 
-    env = Go1Env(randomize_init=False, domain_randomization=DomainRandomization(), policy_inputs=True)
+    env = Go1Env(command_ranges=envs.task.GAIT_COMMAND_RANGES, gaits=GAITS, randomize_init=False,
+                 domain_randomization=DomainRandomization(), policy_inputs=True, gait_clock=True)
     wrapped = wrap(env, episode_length=EPISODE)
     reset = jax.jit(wrapped.reset)
 
@@ -214,7 +217,7 @@ def randomized():
         def body(s, u):
             s = wrapped.step(s, u)
             return s, (s.pipeline_state.qpos[:, 2], s.info["physics"]["friction"], s.info["command"],
-                       s.metrics["reward/action_rate"], s.obs)
+                       s.metrics["reward/action_rate"], s.obs, s.info["gait"], s.info["phase"])
         return jax.lax.scan(body, state, actions)
 
     return env, reset, run
@@ -226,7 +229,7 @@ def test_domain_randomization_draws_per_env_and_changes_the_physics(randomized, 
     draws = state0.info["physics"]
     for name, (lo, hi) in (("friction", (0.4, 1.0)), ("mass_scale", (0.9, 1.1)), ("payload", (-0.5, 1.5))):
         assert np.all((draws[name] >= lo) & (draws[name] <= hi)) and np.unique(np.asarray(draws[name])).size == B
-    assert state0.obs.shape == (B, envs.task.POLICY_INPUT_DIM) == (B, env.observation_size)
+    assert state0.obs.shape == (B, envs.task.POLICY_INPUT_DIM + envs.task.CLOCK_DIM) == (B, env.observation_size)
 
     # Nominal parameters reproduce the nominal env; a heavy payload makes the robot stand lower.
     # (steps = 1 marks an episode in progress, so the first step keeps the draws set here.)
@@ -248,7 +251,7 @@ def test_time_limit_reset_starts_a_fresh_episode(randomized):
     _, reset, run = randomized
     state0 = reset(jax.random.split(jax.random.PRNGKey(4), B))
     actions = jnp.asarray(np.random.default_rng(0).uniform(-0.3, 0.3, (EPISODE + 5, B, ACTION_DIM)), jnp.float32)
-    _, (_, friction, command, action_rate, obs) = run(state0, actions)
+    _, (_, friction, command, action_rate, obs, _, _) = run(state0, actions)
     friction, command = np.asarray(friction), np.asarray(command)
     np.testing.assert_array_equal(friction[1:EPISODE], np.broadcast_to(friction[0], (EPISODE - 1, B)))
     assert np.all(friction[EPISODE] != friction[EPISODE - 1])  # redrawn for the second episode
@@ -257,5 +260,23 @@ def test_time_limit_reset_starts_a_fresh_episode(randomized):
         np.testing.assert_allclose(action_rate[k], np.sum(np.asarray(actions[k]) ** 2, axis=-1), rtol=1e-5)
     # The second episode follows the command of the auto-reset obs (the first reset's), which the policy saw.
     restored_obs = np.asarray(obs[EPISODE - 1])  # obs after the time-limit step: the first reset's obs
-    np.testing.assert_allclose(command[EPISODE], restored_obs[:, -7:-4], rtol=1e-6)
+    np.testing.assert_allclose(command[EPISODE], restored_obs[:, -15:-12], rtol=1e-6)
     np.testing.assert_allclose(restored_obs, np.asarray(state0.obs), rtol=1e-6)
+
+
+def test_gait_clock_runs_per_gait_and_restarts_with_each_episode(randomized):
+    env, reset, run = randomized
+    state0 = reset(jax.random.split(jax.random.PRNGKey(5), B))
+    assert np.all(np.asarray(state0.info["phase"]) == 0.0)
+    actions = jnp.zeros((EPISODE + 3, B, ACTION_DIM))
+    _, (_, _, command, _, obs, gait, phase) = run(state0, actions)
+    gait, phase, obs, command = np.asarray(gait), np.asarray(phase), np.asarray(obs), np.asarray(command)
+    period = np.asarray(envs.task.GAIT_PERIODS)[gait[0]]
+    np.testing.assert_allclose(phase[:3], np.mod(np.arange(1, 4)[:, None] * PHYSICS.ctrl_dt / period, 1.0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(obs[:EPISODE - 1, :, -envs.task.CLOCK_DIM:],
+                               envs.task.gait_clock(phase[:EPISODE - 1], gait[:EPISODE - 1]), atol=1e-5)
+    np.testing.assert_array_equal(phase[EPISODE], np.mod(PHYSICS.ctrl_dt / period, 1.0).astype(np.float32))
+    low, high = envs.task.command_range_table(envs.task.GAIT_COMMAND_RANGES)
+    assert np.all((command >= low[gait] - 1e-6) & (command <= high[gait] + 1e-6))
+    assert env.observation_structure["gait_clock"] == envs.task.CLOCK_DIM

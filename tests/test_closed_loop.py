@@ -132,6 +132,23 @@ def test_scenario_changes_the_command_on_time_and_shoves_the_base():
     env.close()
 
 
+def test_scenario_switches_the_gait_on_time():
+    rec = Record()
+    scenario = Scenario(((0.0, (0.3, 0.0, 0.0)),), gaits=((0.0, "pace"), (0.06, "pronk")))
+    env = gymnasium.make(envs.GYM_ID)
+    ep = run_episode(env, rec, scenario, seconds=0.1, seed=0, gait="trot")
+    env.close()
+    onehot = np.stack(rec.obs)[:, -len(GAITS):]  # (5, 4)
+    want = [GAITS.index("pace")] * 3 + [GAITS.index("pronk")] * 2  # steps 0..2: 0..0.04 s
+    np.testing.assert_array_equal(onehot, np.eye(len(GAITS))[want])
+    np.testing.assert_array_equal(ep["gaits"], want)
+    assert scenario.gait_at(0, "trot") == "pace" and Scenario.constant((0, 0, 0)).gait_at(9, "bound") == "bound"
+    with pytest.raises(ValueError, match="trot.*pace.*bound.*pronk"):
+        Scenario(((0.0, (0.0, 0.0, 0.0)),), gaits=((0.0, "gallop"),))
+    with pytest.raises(ValueError, match="gaits must start at 0 s"):
+        Scenario(((0.0, (0.0, 0.0, 0.0)),), gaits=((1.0, "pace"),))
+
+
 def test_table_has_a_row_per_command():
     results = evaluate(Stand(), {"a": (0.0, 0.0, 0.0), "b": (0.3, 0.0, 0.0)}, episodes=1, seconds=1.5)
     table = markdown_table(results)

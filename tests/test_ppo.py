@@ -15,12 +15,15 @@ import envs
 from dynaflow_policy import checkpoint, run_log
 from dynaflow_policy.experts import load_expert
 from dynaflow_policy.experts import ppo
+from dynaflow_policy.experts.policy import CLOCKED_POLICY_INPUTS
 
 # One PPO training step = batch_size * num_minibatches * unroll_length = 4 * 2 * 5 = 40 env steps;
-# 160 env steps = one evaluation interval of 4 training steps.
+# 160 env steps = one evaluation interval of 4 training steps. A four-gait run with the gait clock (the shipped
+# trot expert covers the clock-free inputs).
 TINY = ppo.PPOConfig(num_timesteps=160, num_evals=2, num_envs=4, episode_length=10, unroll_length=5, batch_size=4,
                      num_minibatches=2, num_updates_per_batch=1, policy_hidden_layer_sizes=(8, 8),
-                     value_hidden_layer_sizes=(8,), num_eval_envs=2)
+                     value_hidden_layer_sizes=(8,), num_eval_envs=2, gaits=envs.GAITS, gait_clock=True,
+                     per_gait_commands=True, reward_weights=envs.task.RewardWeights(gait_schedule=1.0))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,17 @@ def test_config_checks():
         dataclasses.replace(TINY, num_evals=1)
     with pytest.raises(ValueError, match="gaits"):
         dataclasses.replace(TINY, gaits=("gallop",))
+    with pytest.raises(ValueError, match="init_from"):
+        dataclasses.replace(TINY, init_from="no/such/checkpoint")
     assert ppo.PPOConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+    assert TINY.command_ranges["trot"] == envs.task.GAIT_COMMAND_RANGES["trot"]
+    assert ppo.PPOConfig().command_ranges == {"trot": envs.task.CommandRanges()}
+
+
+def test_init_from_refuses_other_networks(tmp_path):
+    """The trot expert's (512, 256, 128) networks cannot start TINY's (8, 8): refused before anything compiles."""
+    with pytest.raises(ValueError, match="networks"):
+        ppo.train(dataclasses.replace(TINY, init_from="checkpoints/ppo_go1_trot"), tmp_path)
 
 
 def test_cli_flags_are_config_fields():
@@ -99,15 +112,16 @@ def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
 
 def test_load_expert_acts_in_gym_env(tiny_run):
     _, path, _ = tiny_run
-    expert = load_expert(path)
+    expert, twin = load_expert(path), load_expert(path)
     env = gymnasium.make(envs.GYM_ID)
-    obs, _ = env.reset(seed=0, options={"command": (0.5, 0.0, 0.0)})
+    obs, _ = env.reset(seed=0, options={"command": (0.5, 0.0, 0.0), "gait": "bound"})
     for _ in range(3):
         action = expert.act(obs)
         assert action.shape == (12,) and action.dtype == np.float32
         assert np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1.0)
-        np.testing.assert_array_equal(expert.act(obs), action)  # deterministic
+        np.testing.assert_array_equal(twin.act(obs), action)  # deterministic
         obs, *_ = env.step(action)
+    np.testing.assert_allclose(expert._phase, env.unwrapped.phase, rtol=1e-6)  # the env's clock and the expert's
     env.close()
     assert expert.act(np.stack([obs, obs])).shape == (2, 12)
     with pytest.raises(ValueError, match="shape"):
@@ -134,7 +148,10 @@ def test_expert_ignores_world_position_and_heading(tiny_run):
     moved[BASE_QUAT] = [ch * w - sh * z, ch * x - sh * y, ch * y + sh * x, ch * z + sh * w]
     c, s = np.cos(yaw), np.sin(yaw)
     moved[BASE_LINVEL] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32) @ obs[BASE_LINVEL]
-    np.testing.assert_allclose(expert.act(moved), expert.act(obs), atol=1e-5)
+    expert.reset()
+    moved_action = expert.act(moved)
+    expert.reset()
+    np.testing.assert_allclose(moved_action, expert.act(obs), atol=1e-5)
 
 
 def test_numpy_expert_matches_brax_inference(tiny_run):
@@ -145,16 +162,19 @@ def test_numpy_expert_matches_brax_inference(tiny_run):
     from brax.training.agents.ppo import networks as ppo_networks
 
     _, path, _ = tiny_run
-    arrays, _ = checkpoint.restore(path)
-    params = ppo._arrays_to_params(arrays)
+    arrays, meta = checkpoint.restore(path)
+    assert meta["policy"]["inputs"] == CLOCKED_POLICY_INPUTS and meta["policy"]["input_dim"] == 49
+    params = ppo._arrays_to_params(arrays, 49)
     network = ppo_networks.make_ppo_networks(
-        envs.task.POLICY_INPUT_DIM, envs.ACTION_DIM, preprocess_observations_fn=running_statistics.normalize,
+        49, envs.ACTION_DIM, preprocess_observations_fn=running_statistics.normalize,
         policy_hidden_layer_sizes=TINY.policy_hidden_layer_sizes, value_hidden_layer_sizes=TINY.value_hidden_layer_sizes)
     policy = ppo_networks.make_inference_fn(network)(params, deterministic=True)
     obs = np.random.default_rng(0).normal(size=(5, envs.task.OBS_DIM)).astype(np.float32)
     obs[:, :37] += np.asarray(envs.PHYSICS.home_state, np.float32)
     obs[:, -len(envs.GAITS):] = np.eye(len(envs.GAITS), dtype=np.float32)[np.arange(5) % len(envs.GAITS)]  # valid
-    brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(envs.task.policy_input(obs))
+    gait = np.arange(5) % len(envs.GAITS)
+    inputs = np.concatenate([envs.task.policy_input(obs), envs.task.gait_clock(np.zeros(5), gait)], -1)  # phase 0
+    brax_action, _ = jax.jit(functools.partial(policy, key_sample=jax.random.PRNGKey(0)))(inputs)
     np.testing.assert_allclose(load_expert(path).act(obs), np.asarray(brax_action), atol=1e-5)
 
 

@@ -47,3 +47,16 @@ def test_side_by_side_with_a_demonstration(video, tmp_path):
     assert metrics["frames"] == steps
     with pytest.raises(ValueError, match="demo-index"):
         video.main(video.VideoConfig(controller="stand", output=str(out), demo=str(demo), demo_index=2))
+
+
+def test_grid_of_the_four_gaits(video, tmp_path, capsys):
+    out = tmp_path / "grid.mp4"
+    metrics = video.main(video.VideoConfig(controller="stand", grid=True, seconds=1.2, output=str(out), width=160,
+                                           height=120))
+    frames = iio.imread(out)
+    assert frames.shape == (60, 240, 320, 3)  # 2 x 2 panels
+    assert list(metrics) == ["trot", "pace", "bound", "pronk"]
+    # Standing on four feet: the pronk's pattern (all feet together), a third of the others' pairs, no foot up.
+    assert metrics["pronk"]["contact_pattern"] == 1.0 and metrics["trot"]["contact_pattern"] == pytest.approx(2 / 6)
+    assert all(m["feet_in_air"] == 0.0 and not m["fell"] for m in metrics.values())
+    assert "contact pattern" in capsys.readouterr().out

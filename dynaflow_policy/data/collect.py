@@ -50,13 +50,17 @@ from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
 from envs.kinematics import foot_positions
 from envs.physics import (ACTION_DIM, BASE_ANGVEL, BASE_LINVEL, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
                           PhysicsConfig)
-from envs.task import COMMAND_DIM, INIT_JOINT_NOISE, CommandRanges, gait_index, is_fallen, observation
+from envs.task import (COMMAND_DIM, GAIT_COMMAND_RANGES, GAITS, INIT_JOINT_NOISE, CommandRanges, gait_index,
+                       is_fallen, observation)
 
 SOURCE = "ppo_expert"
 """``metadata.source`` of collected datasets."""
-DEFAULT_EXPERT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                              "checkpoints", "ppo_go1_trot")
-"""The expert shipped in ``checkpoints/``."""
+_CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "checkpoints")
+DEFAULT_EXPERT = os.path.join(_CHECKPOINTS, "ppo_go1_trot")
+"""The trot expert shipped in ``checkpoints/``."""
+GAITS_EXPERT = os.path.join(_CHECKPOINTS, "ppo_go1_gaits")
+"""The four-gait expert shipped in ``checkpoints/``."""
 
 
 SWING_PAIRS: dict[str, tuple[int, int]] = {"FR_RL": (0, 3), "FL_RR": (1, 2)}
@@ -222,7 +226,8 @@ def rollout_expert(expert, x0: np.ndarray, commands: np.ndarray, gait: int,
     """Closed-loop rollout of ``expert`` in native MuJoCo.
 
     Args:
-      expert: object with ``act(obs (44,)) -> (12,)``.
+      expert: object with ``act(obs (44,)) -> (12,)`` and ``reset()`` (called first: a clocked expert's gait
+        phase starts at 0, as in the env).
       x0: (37,) initial state.
       commands: (T, 3) command at each state.
       gait: index into ``envs.task.GAITS``.
@@ -239,6 +244,7 @@ def rollout_expert(expert, x0: np.ndarray, commands: np.ndarray, gait: int,
     states = np.empty((T, STATE_DIM))
     actions = np.empty((T, ACTION_DIM), np.float32)
     states[0] = sim.state()
+    expert.reset()
     for k in range(T):
         actions[k] = expert.act(observation(states[k].astype(np.float32), commands[k], gait))
         if k == T - 1:
@@ -358,6 +364,21 @@ _HOLDING_COMMANDS = dict(command_knot_seconds=3.0, command_transition_seconds=0.
 a window's first command is then told the command of the whole window in most windows."""
 _AT_REST = dict(seconds=0.5, init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0, **_HOLDING_COMMANDS)
 
+def _four_gaits(seed: int, walk: int, rest: int, settled: int) -> dict[str, CollectConfig]:
+    """Per gait: walking under held commands over the gait's own ranges, starts from rest, settled starts."""
+    parts = {}
+    for i, gait in enumerate(GAITS):
+        ranges = dict(gait=gait, command_ranges=GAIT_COMMAND_RANGES[gait])
+        parts[f"{gait}_walk"] = CollectConfig(trajectories=walk, seed=seed + 10 * i, **ranges, **_HOLDING_COMMANDS)
+        if rest:
+            parts[f"{gait}_rest_starts"] = CollectConfig(trajectories=rest, seed=seed + 10 * i + 1, **ranges,
+                                                         **_AT_REST)
+        if settled:
+            parts[f"{gait}_settled"] = CollectConfig(trajectories=settled, seed=seed + 10 * i + 2,
+                                                     settle_seconds=0.4, **ranges, **_AT_REST)
+    return parts
+
+
 PRESETS: dict[str, dict[str, CollectConfig]] = {
     "expert": {
         "walk": CollectConfig(trajectories=200, **_HOLDING_COMMANDS),
@@ -368,25 +389,33 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
     "expert-heldout": {
         "walk": CollectConfig(trajectories=32, seed=77, **_HOLDING_COMMANDS),
     },
+    "gaits": _four_gaits(seed=100, walk=100, rest=300, settled=100),
+    "gaits-heldout": _four_gaits(seed=177, walk=16, rest=0, settled=0),
 }
 """Named training sets, each a few files (``<out>/<part>.npz``) that together make one recipe's data.
 
 ``expert``: walking under held commands over the expert's whole command range (zero, backward,
 sideways, turning and combinations), plus starts from rest and from the settled default pose (the
 Gymnasium env resets the robot at rest; the expert never stands still, so walking data has no such
-state). ``expert-heldout``: walking made with another seed, for evaluation. ``--seed S`` adds S to
-every part's seed."""
+state). ``expert-heldout``: walking made with another seed, for evaluation. ``gaits`` and
+``gaits-heldout``: the same for each of the four gaits, from the four-gait expert, each gait over its own
+command ranges (``envs.task.GAIT_COMMAND_RANGES``). ``--seed S`` adds S to every part's seed."""
+PRESET_EXPERTS: dict[str, str] = {"gaits": GAITS_EXPERT, "gaits-heldout": GAITS_EXPERT}
+"""The expert of each preset that is not made by :data:`DEFAULT_EXPERT`."""
 
 
-def collect_preset(name: str, out_dir: str | os.PathLike, expert: str | os.PathLike = DEFAULT_EXPERT,
+def collect_preset(name: str, out_dir: str | os.PathLike, expert: str | os.PathLike | None = None,
                    seed: int = 0, workers: int | None = None, sae_windows: int = 256) -> list[str]:
     """Collects every part of preset ``name`` into ``<out_dir>/<part>.npz``; a part already there is kept.
+
+    ``expert`` None: the preset's expert (:data:`PRESET_EXPERTS`, else :data:`DEFAULT_EXPERT`).
 
     Returns:
       The paths of the part files, in the preset's order.
     """
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
+    expert = PRESET_EXPERTS.get(name, DEFAULT_EXPERT) if expert is None else expert
     out_dir = os.fspath(out_dir)
     if out_dir.endswith(".npz"):
         raise ValueError(f"--out must name a directory with --preset (it gets one .npz per part), got {out_dir!r}")
@@ -437,8 +466,8 @@ class Args:
 
     out: str = "data/go1_expert.npz"
     """Output .npz file (written atomically); with --preset, a directory."""
-    expert: str = DEFAULT_EXPERT
-    """PPO expert checkpoint directory."""
+    expert: str | None = None
+    """PPO expert checkpoint directory (default: the preset's expert, else checkpoints/ppo_go1_trot)."""
     config: CollectConfig = CollectConfig()
     """What to roll out (flags without a prefix)."""
     preset: str | None = None
@@ -473,7 +502,8 @@ def main(args: Args) -> Dataset | list[str]:
     if args.workers < 0:
         raise SystemExit(f"error: --workers must be >= 0 (0 = one per CPU), got {args.workers}")
     if args.preset is None:
-        return write_dataset(args.out, args.expert, args.config, args.workers or None, args.sae_windows)
+        return write_dataset(args.out, args.expert or DEFAULT_EXPERT, args.config, args.workers or None,
+                             args.sae_windows)
     if dataclasses.replace(args.config, seed=0) != CollectConfig():
         raise SystemExit("error: with --preset only --seed may be set; the preset fixes every other collect option")
     try:

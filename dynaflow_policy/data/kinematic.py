@@ -49,17 +49,13 @@ import numpy as np
 
 from envs.physics import FOOT_RADIUS, LEGS, PHYSICS, STATE_DIM, PhysicsConfig, load_mj_model
 from envs.physics import BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL
-from envs.task import GAITS, CommandRanges, gait_index
+from envs.task import GAIT_DUTY, GAIT_PERIODS, GAIT_PHASE_OFFSETS, GAITS, CommandRanges, gait_index
 
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata
 
-GAIT_OFFSETS: dict[str, tuple[float, float, float, float]] = {
-    # Phase offset of each leg, order FR, FL, RR, RL.
-    "trot": (0.0, 0.5, 0.5, 0.0),
-    "pace": (0.0, 0.5, 0.0, 0.5),
-    "bound": (0.0, 0.0, 0.5, 0.5),
-    "pronk": (0.0, 0.0, 0.0, 0.0),
-}
+GAIT_OFFSETS: dict[str, tuple[float, ...]] = {g: tuple(float(o) for o in GAIT_PHASE_OFFSETS[i])
+                                              for i, g in enumerate(GAITS)}
+"""Phase offset (cycles) of each leg, order FR, FL, RR, RL, per gait name (``envs.task.GAIT_PHASE_OFFSETS``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +77,8 @@ class KinematicGaitConfig:
 
     base_height: float = 0.27
     step_height: float = 0.08
-    periods: tuple[float, ...] = (0.5, 0.5, 0.4, 0.4)
-    duty: float = 0.5
+    periods: tuple[float, ...] = GAIT_PERIODS
+    duty: float = GAIT_DUTY
     sway: float = 0.0
     foot_y: float | None = None
 

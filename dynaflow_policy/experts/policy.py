@@ -1,10 +1,15 @@
 """The PPO expert as a numpy policy: ``load_expert(path).act(obs (44,) or (N, 44)) -> action (12,) or (N, 12)``.
 
+A four-gait expert (``policy.inputs`` = :data:`CLOCKED_POLICY_INPUTS`) also reads
+the gait clock (``envs.task.gait_clock``, 8 numbers) of a phase it keeps per
+environment: 0 at :meth:`PPOExpert.reset`, advanced by one control step of the
+observation's gait after every ``act`` (the env's own clock runs the same way).
+
 A checkpoint of :mod:`dynaflow_policy.experts.ppo` is a
 :mod:`dynaflow_policy.checkpoint` step directory (``state.msgpack`` + ``config.json``,
 atomic, sha256-checked, nothing pickled). The arrays are::
 
-    normalizer/mean (41,), normalizer/std (41,), ...   Brax running statistics of the policy inputs
+    normalizer/mean (D,), normalizer/std (D,), ...     Brax running statistics of the policy inputs (D = 41 or 49)
     policy/params/hidden_<i>/{kernel (n_in, n_out), bias (n_out,)}   Brax MLP, i = 0..L-1
     value/params/hidden_<i>/...                         the critic (needed to resume training)
 
@@ -13,7 +18,7 @@ the :class:`~dynaflow_policy.experts.ppo.PPOConfig` of the run.
 
 The deterministic action is the mode of Brax's tanh-normal policy::
 
-    z = (policy_input(obs) - mean) / std        (41,), envs.task.policy_input of the (44,) obs
+    z = (policy_input(obs) [++ gait_clock] - mean) / std     (D,), envs.task.policy_input of the (44,) obs
     h = swish(z W_0 + b_0) ... swish(. W_{L-2} + b_{L-2})
     out = h W_{L-1} + b_{L-1}                   (24,) = loc (12) ++ scale (12)
     action = tanh(loc)                          (12,) in [-1, 1]
@@ -30,15 +35,19 @@ from typing import Any
 import numpy as np
 
 from dynaflow_policy import checkpoint
-from dynaflow_policy.observations import check_observation
-from envs.physics import ACTION_DIM
-from envs.task import POLICY_INPUT_DIM, policy_input
+from dynaflow_policy.observations import GAIT_SLICE, check_observation
+from envs.physics import ACTION_DIM, PHYSICS
+from envs.task import CLOCK_DIM, GAITS, POLICY_INPUT_DIM, advance_phase, gait_clock, policy_input
 
 EXPERT_KIND = "ppo"
 """``config.json`` ``kind`` of a PPO expert checkpoint (one of ``dynaflow_policy.checkpoint.KINDS``; checkpoints
 written before that field say ``"ppo-expert"``, which :func:`dynaflow_policy.checkpoint.kind_of_meta` reads too)."""
 POLICY_INPUTS = "envs.task.policy_input"
 """``config.json`` ``policy.inputs``: what the networks read (checked on load)."""
+CLOCKED_POLICY_INPUTS = "envs.task.policy_input+envs.task.gait_clock"
+"""``policy.inputs`` of an expert that also reads the gait clock (41 + 8 numbers)."""
+INPUT_DIMS = {POLICY_INPUTS: POLICY_INPUT_DIM, CLOCKED_POLICY_INPUTS: POLICY_INPUT_DIM + CLOCK_DIM}
+"""Size of each kind of policy input."""
 
 _ACTIVATIONS = {
     "swish": lambda x: x * (0.5 + 0.5 * np.tanh(0.5 * x)),  # x * sigmoid(x), without overflow in exp
@@ -51,29 +60,41 @@ class PPOExpert:
     """Deterministic PPO policy in numpy (float32), for the Gymnasium env and data collection.
 
     Args:
-      normalizer_mean: (41,) policy-input mean; normalizer_std: (41,) policy-input std.
+      normalizer_mean: (D,) policy-input mean; normalizer_std: (D,) policy-input std.
       layers: [(kernel (n_in, n_out), bias (n_out,)), ...], the last layer outputs 2 * 12.
       activation: name in ``_ACTIVATIONS`` (Brax's default for PPO is swish).
       meta: the checkpoint's ``config.json`` (kept for reference).
+      inputs: :data:`POLICY_INPUTS` (D = 41) or :data:`CLOCKED_POLICY_INPUTS` (D = 49, a stateful
+        policy: it keeps each environment's gait phase).
     """
 
     def __init__(self, normalizer_mean: np.ndarray, normalizer_std: np.ndarray,
                  layers: list[tuple[np.ndarray, np.ndarray]], activation: str = "swish",
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, inputs: str = POLICY_INPUTS):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}")
+        if inputs not in INPUT_DIMS:
+            raise ValueError(f"unknown policy inputs {inputs!r}; expected one of {sorted(INPUT_DIMS)}")
+        dim = INPUT_DIMS[inputs]
         self.mean = np.asarray(normalizer_mean, np.float32)
         self.std = np.asarray(normalizer_std, np.float32)
         self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
-        if self.mean.shape != (POLICY_INPUT_DIM,) or self.std.shape != (POLICY_INPUT_DIM,):
-            raise ValueError(f"normaliser mean and std must have shape ({POLICY_INPUT_DIM},), got {self.mean.shape}, "
+        if self.mean.shape != (dim,) or self.std.shape != (dim,):
+            raise ValueError(f"normaliser mean and std must have shape ({dim},), got {self.mean.shape}, "
                              f"{self.std.shape}")
-        if not self.layers or self.layers[0][0].shape[0] != POLICY_INPUT_DIM \
-                or self.layers[-1][0].shape[1] != 2 * ACTION_DIM:
-            raise ValueError(f"policy MLP must map {POLICY_INPUT_DIM} inputs to {2 * ACTION_DIM} outputs (loc, scale)")
+        if not self.layers or self.layers[0][0].shape[0] != dim or self.layers[-1][0].shape[1] != 2 * ACTION_DIM:
+            raise ValueError(f"policy MLP must map {dim} inputs to {2 * ACTION_DIM} outputs (loc, scale)")
         self.activation = activation
         self._act_fn = _ACTIVATIONS[activation]
         self.meta = dict(meta or {})
+        self.inputs = inputs
+        self.clocked = inputs == CLOCKED_POLICY_INPUTS
+        self._phase: np.ndarray | None = None  # (N,) gait phases of a clocked expert, set by the first act
+
+    @property
+    def gaits(self) -> tuple[str, ...]:
+        """The gaits the expert was trained on (from its config; a checkpoint without one: trot)."""
+        return tuple(self.meta.get("ppo_config", {}).get("gaits", ("trot",)))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action of one environment or of a batch.
@@ -89,10 +110,21 @@ class PPOExpert:
           (12,) or (N, 12) float32 action in [-1, 1].
 
         Raises:
-          ValueError: obs of another shape, non-finite, or with an invalid gait one-hot (naming the row).
+          ValueError: obs of another shape, non-finite, with an invalid gait one-hot (naming the row), or
+            with a gait the expert was not trained on (naming its gaits).
         """
         x = check_observation(obs)  # (44,) or (N, 44)
-        h = ((policy_input(x) - self.mean) / self.std).reshape(-1, 1, POLICY_INPUT_DIM)  # (N, 1, 41)
+        inputs = policy_input(x).reshape(-1, POLICY_INPUT_DIM)  # (N, 41)
+        gait = np.argmax(x.reshape(-1, x.shape[-1])[:, GAIT_SLICE], axis=-1)  # (N,)
+        unknown = sorted({GAITS[g] for g in gait} - set(self.gaits))
+        if unknown:
+            raise ValueError(f"this expert was trained on the gaits {self.gaits}, not on {unknown}")
+        if self.clocked:
+            if self._phase is None or self._phase.shape != gait.shape:
+                self._phase = np.zeros(gait.shape, np.float32)
+            inputs = np.concatenate([inputs, gait_clock(self._phase, gait)], axis=-1)  # (N, 49)
+            self._phase = advance_phase(self._phase, gait, PHYSICS.ctrl_dt).astype(np.float32)
+        h = ((inputs - self.mean) / self.std)[:, None, :]  # (N, 1, D)
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
@@ -103,8 +135,18 @@ class PPOExpert:
     __call__ = act
 
     def reset(self, mask: np.ndarray | None = None, seed: int | None = None) -> None:
-        """No internal state: nothing to forget (``mask`` and ``seed`` are those of the controller interface,
-        :meth:`dynaflow_policy.policy.RecedingHorizonPolicy.reset`)."""
+        """Restarts the gait clock (phase 0) of every environment, or of those in ``mask`` (N,) bool.
+
+        An expert without a clock has no state. ``seed`` is that of the controller interface
+        (:meth:`dynaflow_policy.policy.RecedingHorizonPolicy.reset`); the expert is deterministic.
+        """
+        if mask is None or self._phase is None:
+            self._phase = None
+        else:
+            mask = np.asarray(mask, bool)
+            if mask.shape != self._phase.shape:
+                raise ValueError(f"reset mask must have shape {self._phase.shape}, got {mask.shape}")
+            self._phase = np.where(mask, 0.0, self._phase).astype(np.float32)
 
 
 def mlp_layers(params: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -135,13 +177,14 @@ def load_expert(path: str | os.PathLike, allow_other_physics: bool = False) -> P
     if kind != EXPERT_KIND:
         raise checkpoint.CheckpointError(f"{os.fspath(path)}: not a PPO expert checkpoint (kind {kind!r}, "
                                          f"expected {EXPERT_KIND!r})")
-    if meta.get("policy", {}).get("inputs") != POLICY_INPUTS:
-        raise checkpoint.CheckpointError(f"{os.fspath(path)}: the policy reads {meta.get('policy', {}).get('inputs')!r}"
-                                         f", this code feeds {POLICY_INPUTS!r}: retrain the expert")
+    inputs = meta.get("policy", {}).get("inputs")
+    if inputs not in INPUT_DIMS:
+        raise checkpoint.CheckpointError(f"{os.fspath(path)}: the policy reads {inputs!r}, this code feeds "
+                                         f"{sorted(INPUT_DIMS)}: retrain the expert")
     try:
         norm = arrays["normalizer"]
         layers = mlp_layers(arrays["policy"])
         activation = meta["policy"]["activation"]
-        return PPOExpert(norm["mean"], norm["std"], layers, activation, meta)
+        return PPOExpert(norm["mean"], norm["std"], layers, activation, meta, inputs)
     except (KeyError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{os.fspath(path)}: malformed PPO expert checkpoint ({e!r})") from None

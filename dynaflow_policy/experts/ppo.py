@@ -45,10 +45,11 @@ import numpy as np
 import tyro
 
 from dynaflow_policy import checkpoint, run_log
-from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS, PPOExpert, load_expert
+from dynaflow_policy.experts.policy import (CLOCKED_POLICY_INPUTS, EXPERT_KIND, INPUT_DIMS, POLICY_INPUTS, PPOExpert,
+                                           load_expert)
 from dynaflow_policy.run_log import METRICS_FILE, PLOT_FILE, MetricsDict, MetricsLog, ProgressFn, read_metrics
 from envs.physics import ACTION_DIM
-from envs.task import GAITS, POLICY_INPUT_DIM, CommandRanges
+from envs.task import GAIT_COMMAND_RANGES, GAITS, POLICY_INPUT_DIM, POLICY_INPUT_STRUCTURE, CommandRanges, RewardWeights
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -99,13 +100,24 @@ class PPOConfig:
     seed: int = 0
     """Seed of the networks, the envs and the PPO sampling."""
     gaits: tuple[str, ...] = ("trot",)
-    """Gaits drawn at reset (``envs.task.GAITS``); ``envs.task.gait_sync`` rewards each one's contact pattern."""
+    """Gaits drawn at reset and with every new command (``envs.task.GAITS``); ``envs.task.gait_sync`` rewards
+    each one's contact pattern."""
+    gait_clock: bool = False
+    """The policy also reads the gait clock (``envs.task.gait_clock``); pair it with a ``gait_schedule`` reward."""
+    per_gait_commands: bool = False
+    """Draw each gait's commands from ``envs.task.GAIT_COMMAND_RANGES`` instead of ``CommandRanges()``."""
+    reward_weights: RewardWeights = RewardWeights()
+    """Weights of the reward terms (``envs.task.RewardWeights``)."""
+    init_from: str | None = None
+    """Start a new run from the policy, value network and normaliser of this PPO checkpoint (e.g. the trot
+    expert), widened to this run's inputs: the added inputs start with zero weights, and the gait one-hot's
+    statistics are reset to those of a uniform draw over ``gaits``."""
     domain_randomization: bool = False
     """Train under randomised floor friction, body masses and trunk payload (``envs.randomization``)."""
     keep_checkpoints: int = 3
     """Newest checkpoints kept in ``<workdir>/checkpoints``."""
 
-    RESUMABLE_FIELDS = ("num_timesteps", "num_evals", "num_eval_envs", "keep_checkpoints")
+    RESUMABLE_FIELDS = ("num_timesteps", "num_evals", "num_eval_envs", "keep_checkpoints", "init_from")
     """Fields that may differ between a run and the checkpoint it resumes (a class constant, not a field).
     The evaluation interval of the first run is kept."""
 
@@ -138,6 +150,18 @@ class PPOConfig:
                              f"{self.policy_hidden_layer_sizes}, {self.value_hidden_layer_sizes}")
         if not self.gaits or any(g not in GAITS for g in self.gaits):
             raise ValueError(f"PPOConfig.gaits must name gaits from {GAITS}, got {self.gaits}")
+        if self.init_from is not None and not os.path.exists(self.init_from):
+            raise ValueError(f"PPOConfig.init_from: no such checkpoint {self.init_from!r}")
+
+    @property
+    def policy_inputs(self) -> str:
+        """What the networks read: ``POLICY_INPUTS``, or with the gait clock ``CLOCKED_POLICY_INPUTS``."""
+        return CLOCKED_POLICY_INPUTS if self.gait_clock else POLICY_INPUTS
+
+    @property
+    def command_ranges(self) -> dict[str, CommandRanges]:
+        """Command ranges of each trained gait."""
+        return {g: GAIT_COMMAND_RANGES[g] if self.per_gait_commands else CommandRanges() for g in self.gaits}
 
     @property
     def env_steps_per_training_step(self) -> int:
@@ -163,6 +187,9 @@ class PPOConfig:
         for k in ("policy_hidden_layer_sizes", "value_hidden_layer_sizes", "gaits"):
             if k in d:
                 d[k] = tuple(d[k])
+        if "reward_weights" in d:
+            d["reward_weights"] = RewardWeights(**d["reward_weights"])
+        d.pop("init_from", None)  # where a finished run started is history, not config: no need for the file
         return cls(**d)
 
 
@@ -215,10 +242,12 @@ def _checkpoint_meta(config: PPOConfig, interval: int, metrics: MetricsDict) -> 
         checkpoint.KIND_KEY: EXPERT_KIND,
         "ppo_config": config.to_dict(),
         "eval_interval_steps": int(interval),
-        "policy": {"inputs": POLICY_INPUTS, "input_dim": POLICY_INPUT_DIM, "action_dim": ACTION_DIM,
+        "policy": {"inputs": config.policy_inputs, "input_dim": INPUT_DIMS[config.policy_inputs],
+                   "action_dim": ACTION_DIM,
                    "hidden_layer_sizes": list(config.policy_hidden_layer_sizes),
                    "activation": "swish", "distribution": "tanh_normal", "normalize_observations": True},
-        "env": {"command_ranges": dataclasses.asdict(CommandRanges()), "gaits": list(config.gaits)},
+        "env": {"command_ranges": {g: dataclasses.asdict(r) for g, r in config.command_ranges.items()},
+                "gaits": list(config.gaits)},
         "metrics": metrics,
     }
 
@@ -234,19 +263,69 @@ def _params_to_arrays(params) -> dict[str, Any]:
             "value": flax.serialization.to_state_dict(value)}
 
 
-def _arrays_to_params(arrays: dict[str, Any]):
+def _arrays_to_params(arrays: dict[str, Any], input_dim: int):
     """Inverse of :func:`_params_to_arrays`: a ``restore_params`` tuple for ``ppo.train``."""
     import flax.serialization
     import jax
     import jax.numpy as jnp
     from brax.training import acme
 
-    template = acme.running_statistics.init_state(acme.specs.Array((POLICY_INPUT_DIM,), jnp.dtype("float32")))
+    template = acme.running_statistics.init_state(acme.specs.Array((input_dim,), jnp.dtype("float32")))
     normalizer = flax.serialization.from_state_dict(template, arrays["normalizer"])
     normalizer = jax.tree_util.tree_map(jnp.asarray, normalizer)
     policy = jax.tree_util.tree_map(jnp.asarray, arrays["policy"])
     value = jax.tree_util.tree_map(jnp.asarray, arrays["value"])
     return normalizer, policy, value
+
+
+def widen_inputs(arrays: dict[str, Any], input_dim: int, gaits: tuple[str, ...]) -> dict[str, Any]:
+    """A PPO checkpoint's arrays adapted to ``input_dim`` inputs (its own first, the added ones appended) and
+    to training on ``gaits``, for a warm start (:attr:`PPOConfig.init_from`).
+
+    The added inputs get zero weights in the first layer of the policy and the value network, and the
+    normaliser statistics of a sine (mean 0, variance 1/2). The gait one-hot's statistics become those of
+    a uniform draw over ``gaits`` and its first-layer weights zero (a one-gait run never varied those inputs,
+    so its weights there are untrained and its variance is 0): the widened policy acts as the old one for
+    every gait, until training tells the gaits apart.
+
+    Args:
+      arrays: ``normalizer`` (``mean``, ``std``, ``summed_variance`` (D,), ``count``, ...), ``policy`` and ``value``
+        (``params/hidden_<i>/{kernel, bias}``).
+      input_dim: inputs of the new run, >= D.
+      gaits: gaits of the new run.
+
+    Raises:
+      ValueError: ``input_dim`` is smaller than the checkpoint's.
+    """
+    norm = _copy_tree(arrays["normalizer"])
+    old = norm["mean"].shape[-1]
+    if input_dim < old:
+        raise ValueError(f"cannot narrow a checkpoint of {old} inputs to {input_dim}")
+    extra = input_dim - old
+    count = norm["count"]  # Brax's UInt64: {"hi", "lo"} 32-bit halves
+    count = float(count["hi"]) * 2.0**32 + float(count["lo"]) if isinstance(count, dict) else float(count)
+    gait = slice(POLICY_INPUT_DIM - POLICY_INPUT_STRUCTURE["gait"], POLICY_INPUT_DIM)
+    share = np.array([g in gaits for g in GAITS], np.float32) / len(gaits)  # (4,) mean of each one-hot entry
+    mean = np.concatenate([norm["mean"], np.zeros(extra, np.float32)])
+    var = np.concatenate([norm["summed_variance"] / max(count, 1.0), np.full(extra, 0.5, np.float32)])
+    mean[gait], var[gait] = share, np.maximum(share * (1.0 - share), 1e-2)
+    norm.update(mean=mean, summed_variance=(var * count).astype(np.float32), std=np.sqrt(var).astype(np.float32))
+
+    def widen(net: dict[str, Any]) -> dict[str, Any]:
+        net = _copy_tree(net)
+        first = net["params"]["hidden_0"]
+        kernel = np.concatenate([np.asarray(first["kernel"]), np.zeros((extra, first["kernel"].shape[1]),
+                                                                       np.float32)])
+        kernel[gait] = 0.0
+        first["kernel"] = kernel
+        return net
+
+    return {"normalizer": norm, "policy": widen(arrays["policy"]), "value": widen(arrays["value"])}
+
+
+def _copy_tree(tree: Any) -> Any:
+    """A copy of a nested dict of arrays (numpy copies of the leaves)."""
+    return {k: _copy_tree(v) if isinstance(v, dict) else np.array(v) for k, v in tree.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,7 +338,8 @@ def make_env(config: PPOConfig):
     from envs.brax_env import Go1Env
     from envs.randomization import DomainRandomization
 
-    return Go1Env(command_ranges=CommandRanges(), gaits=config.gaits, policy_inputs=True,
+    return Go1Env(command_ranges=config.command_ranges, gaits=config.gaits, reward_weights=config.reward_weights,
+                  policy_inputs=True, gait_clock=config.gait_clock,
                   domain_randomization=DomainRandomization() if config.domain_randomization else None)
 
 
@@ -304,7 +384,7 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
                                    PPOConfig.RESUMABLE_FIELDS)
         interval = int(meta["eval_interval_steps"])
         done = int(meta["step"])
-        restore_params = _arrays_to_params(arrays)
+        restore_params = _arrays_to_params(arrays, INPUT_DIMS[config.policy_inputs])
         log.truncate_after(done)
         print(f"resuming from {latest} at {done} env steps", file=sys.stderr)
     elif resume:
@@ -313,6 +393,18 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
         if checkpoint.latest_checkpoint(ckpt_dir) is not None:
             raise ValueError(f"{ckpt_dir} already holds checkpoints: pass resume=True (--resume) or use a new workdir")
         log.truncate_after(-1)  # a fresh run: Brax logs step 0 itself
+        if config.init_from is not None:
+            arrays, meta = checkpoint.restore(config.init_from)
+            if checkpoint.kind_of_meta(meta, config.init_from) != EXPERT_KIND:
+                raise checkpoint.CheckpointError(f"{config.init_from}: not a PPO expert checkpoint")
+            start = PPOConfig.from_dict(meta["ppo_config"])
+            if (start.policy_hidden_layer_sizes, start.value_hidden_layer_sizes) != \
+                    (config.policy_hidden_layer_sizes, config.value_hidden_layer_sizes):
+                raise ValueError(f"init_from {config.init_from}: its networks ({start.policy_hidden_layer_sizes}, "
+                                 f"{start.value_hidden_layer_sizes}) differ from this run's")
+            dim = INPUT_DIMS[config.policy_inputs]
+            restore_params = _arrays_to_params(widen_inputs(arrays, dim, config.gaits), dim)
+            print(f"starting from {config.init_from}", file=sys.stderr)
 
     remaining = math.ceil(max(config.num_timesteps - done, 0) / interval)
     if remaining == 0:
@@ -332,7 +424,7 @@ def train(config: PPOConfig, workdir: str | os.PathLike, resume: bool = False,
         last_params["step"], last_params["params"] = step, params
 
     def brax_progress(step: int, metrics: dict[str, Any]) -> None:
-        if step == 0 and restore_params is not None:
+        if step == 0 and latest is not None:
             return  # Brax's initial evaluation of the restored policy: already logged before the interruption
         env_steps = done + int(step)
         values = _rename(metrics)

@@ -41,6 +41,9 @@ Metrics of one command (:class:`CommandResult`), over all episodes:
   (vx, vy, yaw rate) as in the RMSEs, is at least one half (NaN for the zero
   command). It tells a controller that tracks slowly from one that, in some
   episodes, never gets going from the resting start.
+- ``contact_pattern``: mean over steps after ``settle_seconds`` of ``envs.task.gait_sync``, the
+  fraction of foot pairs whose contacts follow the gait in force (1 for a clean trot);
+  ``feet_in_air``: the mean fraction of feet off the ground over the same steps.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import numpy as np
 import envs
 from envs.kinematics import foot_positions
 from envs.physics import BASE_ANGVEL, BASE_POS, PHYSICS
-from envs.task import body_linvel, gait_index
+from envs.task import GAIT_COMMAND_RANGES, GAITS, body_linvel, gait_index, gait_sync
 
 EXPERT_COMMANDS: dict[str, tuple[float, float, float]] = {
     "vx 0.3": (0.3, 0.0, 0.0),
@@ -64,6 +67,14 @@ EXPERT_COMMANDS: dict[str, tuple[float, float, float]] = {
     "turn 0.8": (0.0, 0.0, 0.8),
 }
 """The commands of the expert evaluation (issue 4): three forward speeds and a turn in place."""
+
+
+def gait_commands(gait: str) -> dict[str, tuple[float, float, float]]:
+    """The commands a gait is evaluated on, from the ends of its ranges (``envs.task.GAIT_COMMAND_RANGES``):
+    0.5 m/s forward, its fastest forward and backward speeds, its fastest sideways speed, and a turn in place."""
+    r = GAIT_COMMAND_RANGES[gait]
+    return {"vx 0.5": (0.5, 0.0, 0.0), f"vx {r.vx[1]:g}": (r.vx[1], 0.0, 0.0), f"vx {r.vx[0]:g}": (r.vx[0], 0.0, 0.0),
+            f"vy {r.vy[1]:g}": (0.0, r.vy[1], 0.0), "turn 0.8": (0.0, 0.0, 0.8)}
 
 
 class Controller(Protocol):
@@ -148,6 +159,9 @@ class CommandResult:
     foot_slip: float
     survival_seconds: float
     reached_half_command: float
+    contact_pattern: float
+    feet_in_air: float
+    gait: str = "trot"
 
 
 def tracking_errors(states: np.ndarray, commands: np.ndarray) -> np.ndarray:
@@ -306,8 +320,9 @@ def foot_slip(states: np.ndarray, contacts: np.ndarray) -> np.ndarray:
 
 def evaluate_command(controller: Controller | BatchedController, command: Sequence[float], episodes: int = 20,
                      seconds: float = 10.0, seed: int = 0, settle_seconds: float = 1.0,
-                     num_envs: int = 1) -> CommandResult:
-    """Runs ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) of one command; see the module docstring.
+                     num_envs: int = 1, gait: str = "trot") -> CommandResult:
+    """Runs ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``) of one command and gait; see the module
+    docstring.
 
     Args:
       num_envs: 1: one episode at a time (:func:`run_episode`); N > 1: N at a time in a vector env
@@ -321,11 +336,11 @@ def evaluate_command(controller: Controller | BatchedController, command: Sequen
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     seeds = list(range(seed, seed + episodes))
     if num_envs > 1:
-        return command_result(run_episodes(controller, command, seconds, seeds, num_envs=num_envs), command,
+        return command_result(run_episodes(controller, command, seconds, seeds, gait, num_envs=num_envs), command,
                               settle_seconds)
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / PHYSICS.ctrl_dt)))
     try:
-        return command_result([run_episode(env, controller, command, seconds, s) for s in seeds], command,
+        return command_result([run_episode(env, controller, command, seconds, s, gait) for s in seeds], command,
                               settle_seconds)
     finally:
         env.close()
@@ -337,17 +352,23 @@ def command_result(episodes: Sequence[dict[str, np.ndarray | bool]], command: Se
 
     Errors are against the command in force at each step (``ep["commands"]``); the progress behind
     ``reached_half_command`` is ``sum_t v_t . c_t / sum_t |c_t|^2``, which is the module docstring's for a
-    held command. ``command`` is the one reported (a scenario's first).
+    held command. ``command`` is the one reported (a scenario's first), and so is the gait (the first
+    episode's first). The contact pattern (``envs.task.gait_sync`` against the gait in force) and the
+    feet in the air are averaged over the steps after ``settle_seconds``.
     """
     settle = int(round(settle_seconds / PHYSICS.ctrl_dt))
     c = np.asarray(command, np.float64)
     errors, torque, power, slip, falls, steps, path, progress = [], [], [], [], 0, 0, 0.0, []
+    pattern, airborne = [], []
     moves = False
     for ep in episodes:
         X = ep["states"][1:]  # (T, 37)
         tracked = X[:-1] if ep["fell"] else X  # the fallen state measures the fall, not the tracking
         C = ep["commands"][:len(tracked)]  # (T', 3)
         errors.append(tracking_errors(tracked, C)[settle:])
+        contacts = ep["contacts"][settle:len(tracked)]  # (T', 4)
+        pattern.append(gait_sync(contacts, ep["gaits"][settle:len(tracked)]))
+        airborne.append(1.0 - contacts.mean(axis=1))
         C = C[settle:]
         moves = moves or bool(np.any(np.linalg.norm(ep["commands"][:, :2], axis=1) > 0.05))
         if np.any(ep["commands"]):  # an episode that fell before settling made no progress
@@ -374,13 +395,21 @@ def command_result(episodes: Sequence[dict[str, np.ndarray | bool]], command: Se
                           if moves and path > 0.05 else float("nan")),
         foot_slip=float(slip_all.mean()) if len(slip_all) else float("nan"),
         survival_seconds=sim_seconds / n,
-        reached_half_command=float(np.mean(np.array(progress) >= 0.5)) if progress else float("nan"))
+        reached_half_command=float(np.mean(np.array(progress) >= 0.5)) if progress else float("nan"),
+        contact_pattern=_mean(pattern), feet_in_air=_mean(airborne), gait=GAITS[int(episodes[0]["gaits"][0])])
+
+
+def _mean(parts: list[np.ndarray]) -> float:
+    """Mean over the concatenated parts; nan if they are all empty."""
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def evaluate(controller: Controller | BatchedController, commands: dict[str, Sequence[float]] = EXPERT_COMMANDS,
-             episodes: int = 20, seconds: float = 10.0, seed: int = 0, num_envs: int = 1) -> dict[str, CommandResult]:
-    """:func:`evaluate_command` for each named command (same seeds for each)."""
-    return {name: evaluate_command(controller, c, episodes, seconds, seed, num_envs=num_envs)
+             episodes: int = 20, seconds: float = 10.0, seed: int = 0, num_envs: int = 1,
+             gait: str = "trot") -> dict[str, CommandResult]:
+    """:func:`evaluate_command` for each named command (same seeds for each), in ``gait``."""
+    return {name: evaluate_command(controller, c, episodes, seconds, seed, num_envs=num_envs, gait=gait)
             for name, c in commands.items()}
 
 
@@ -419,13 +448,14 @@ def time_controller(controller: Controller, calls: int, warmup: int, seed: int) 
 
 def markdown_table(results: dict[str, CommandResult]) -> str:
     """The results as a Markdown table, one row per command."""
-    lines = ["| command (vx, vy, yaw rate) | falls / episode | falls / min | survival (s) | vx RMSE (m/s) "
-             "| vy RMSE (m/s) | yaw-rate RMSE (rad/s) | mean torque (N m) | mean power (W) | energy (J/m) "
-             "| foot slip (m/s) | reached half the command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| command (vx, vy, yaw rate) | gait | falls / episode | falls / min | survival (s) | vx RMSE (m/s) "
+             "| vy RMSE (m/s) | yaw-rate RMSE (rad/s) | contact pattern | feet in air | mean torque (N m) "
+             "| mean power (W) | energy (J/m) | foot slip (m/s) | reached half the command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} {r.command} | {r.falls_per_episode:.2f} | {r.falls_per_minute:.2f} | "
+        lines.append(f"| {name} {r.command} | {r.gait} | {r.falls_per_episode:.2f} | {r.falls_per_minute:.2f} | "
                      f"{r.survival_seconds:.1f} | {r.vx_rmse:.3f} | {r.vy_rmse:.3f} | {r.yaw_rate_rmse:.3f} | "
+                     f"{r.contact_pattern:.2f} | {r.feet_in_air:.2f} | "
                      f"{r.mean_torque:.2f} | {r.mean_power:.1f} | {r.energy_per_meter:.0f} | {r.foot_slip:.3f} | "
                      f"{r.reached_half_command:.2f} |")
     return "\n".join(lines)

@@ -7,7 +7,11 @@
 20 episodes of 10 s per command (vx 0.3, 0.6, 1.0 m/s and a 0.8 rad/s turn in
 place), seeds 0..19, metrics of :mod:`dynaflow_policy.closed_loop`; the
 controller is :func:`dynaflow_policy.load_policy` of the checkpoint (any kind).
+With ``--gaits trot pace ...`` each gait runs instead on its own commands
+(:func:`dynaflow_policy.closed_loop.gait_commands`: the ends of its ranges).
 Prints the table and writes it (and a JSON copy) under ``--out``.
+
+    python eval/closed_loop_eval.py --checkpoint checkpoints/ppo_go1_gaits --gaits trot pace bound pronk
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Args:
     """DynaFlow: overlapping plans averaged per action (default: the checkpoint's)."""
     num_envs: int = 1
     """Episodes run at once in a sync vector env (1: one at a time)."""
+    gaits: tuple[str, ...] = ()
+    """Evaluate each of these gaits on its own commands; empty: the trot on the expert commands."""
     out: str = "results/closed_loop"
     """Directory for ``<name>.md`` and ``<name>.json``."""
 
@@ -48,14 +54,23 @@ class Args:
 def main(args: Args) -> str:
     from dynaflow_policy import load_policy
     from dynaflow_policy.checkpoint import checkpoint_kind
-    from dynaflow_policy.closed_loop import evaluate, markdown_table
+    from dynaflow_policy.closed_loop import evaluate, gait_commands, markdown_table
+    from envs.task import gait_index
+
+    for gait in args.gaits:
+        gait_index(gait)  # ValueError naming the four gaits, before anything loads
 
     overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps),
                                    ("ensemble", args.ensemble)) if v is not None}
     controller, kind = load_policy(args.checkpoint, **overrides), checkpoint_kind(args.checkpoint)
     t0 = time.perf_counter()
-    results = evaluate(controller, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
-                       num_envs=args.num_envs)
+    if args.gaits:
+        results = {f"{gait} {name}": r for gait in args.gaits
+                   for name, r in evaluate(controller, gait_commands(gait), args.episodes, args.seconds, args.seed,
+                                           args.num_envs, gait).items()}
+    else:
+        results = evaluate(controller, episodes=args.episodes, seconds=args.seconds, seed=args.seed,
+                           num_envs=args.num_envs)
     wall = time.perf_counter() - t0
     table = markdown_table(results)
     name = f"{kind}_{os.path.basename(os.path.normpath(args.checkpoint))}"

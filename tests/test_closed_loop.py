@@ -61,6 +61,10 @@ def test_standing_controller_tracks_zero_and_misses_a_speed_command_by_its_size(
     assert moving.vx_rmse == pytest.approx(0.5, abs=0.05)  # standing still misses 0.5 m/s by 0.5 m/s
     assert moving.yaw_rate_rmse == pytest.approx(0.4, abs=0.05)
     assert moving.reached_half_command == 0
+    # Four feet down: no foot in the air, a third of the trot's foot pairs, all of the pronk's.
+    assert still.gait == "trot" and still.feet_in_air == 0 and still.contact_pattern == pytest.approx(2 / 6)
+    pronk = evaluate_command(stand, (0.0, 0.0, 0.0), episodes=1, seconds=2.0, gait="pronk")
+    assert pronk.gait == "pronk" and pronk.contact_pattern == 1.0
 
 
 def test_reached_half_command_counts_the_episodes_that_get_going():

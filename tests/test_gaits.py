@@ -134,3 +134,13 @@ def test_gym_env_switches_gait_mid_episode_and_runs_the_clock():
         env.set_gait("gallop")
     assert env.gait == "pace"
     env.close()
+
+
+def test_each_gait_is_evaluated_within_its_ranges():
+    from dynaflow_policy.closed_loop import gait_commands
+
+    for gait in task.GAITS:
+        low, high = task.GAIT_COMMAND_RANGES[gait].low, task.GAIT_COMMAND_RANGES[gait].high
+        commands = np.array(list(gait_commands(gait).values()))
+        assert commands.shape == (5, 3) and np.all(commands >= low - 1e-6) and np.all(commands <= high + 1e-6)
+    assert gait_commands("trot")["vx 1.5"] == (1.5, 0.0, 0.0)

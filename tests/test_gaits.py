@@ -116,6 +116,19 @@ def test_trot_expert_refuses_other_gaits():
     assert expert.gaits == ("trot",) and not expert.clocked
     with pytest.raises(ValueError, match=r"trained on the gaits \('trot',\), not on \['pace'\]"):
         expert.act(_observations([0, 1]))
+    with pytest.raises(ValueError, match="not on 'bound'"):
+        expert.gait = "bound"
+    with pytest.raises(ValueError, match="trot.*pace.*bound.*pronk"):
+        expert.gait = "gallop"
+    assert expert.gait is None
+
+
+def test_expert_gait_overrides_the_observation():
+    wide, twin = _widened_expert(), _widened_expert()
+    obs = _observations([0, 1])
+    wide.gait = "pronk"
+    np.testing.assert_array_equal(wide.act(obs), twin.act(_observations([3, 3])))  # same states, pronk one-hot
+    np.testing.assert_allclose(wide._phase, PHYSICS.ctrl_dt / task.GAIT_PERIODS[3], rtol=1e-6)
 
 
 def test_gym_env_switches_gait_mid_episode_and_runs_the_clock():

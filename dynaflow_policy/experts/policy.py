@@ -37,7 +37,7 @@ import numpy as np
 from dynaflow_policy import checkpoint
 from dynaflow_policy.observations import GAIT_SLICE, check_observation
 from envs.physics import ACTION_DIM, PHYSICS
-from envs.task import CLOCK_DIM, GAITS, POLICY_INPUT_DIM, advance_phase, gait_clock, policy_input
+from envs.task import CLOCK_DIM, GAITS, POLICY_INPUT_DIM, advance_phase, gait_clock, gait_index, policy_input
 
 EXPERT_KIND = "ppo"
 """``config.json`` ``kind`` of a PPO expert checkpoint (one of ``dynaflow_policy.checkpoint.KINDS``; checkpoints
@@ -90,7 +90,20 @@ class PPOExpert:
         self.inputs = inputs
         self.clocked = inputs == CLOCKED_POLICY_INPUTS
         self._phase: np.ndarray | None = None  # (N,) gait phases of a clocked expert, set by the first act
+        self._gait: str | None = None
 
+    @property
+    def gait(self) -> str | None:
+        """A gait name that overrides the observation's gait one-hot (None: follow the observation)."""
+        return self._gait
+
+    @gait.setter
+    def gait(self, value: str | None) -> None:
+        if value is not None:
+            gait_index(value)  # ValueError naming the four gaits
+            if value not in self.gaits:
+                raise ValueError(f"this expert was trained on the gaits {self.gaits}, not on {value!r}")
+        self._gait = value
     @property
     def gaits(self) -> tuple[str, ...]:
         """The gaits the expert was trained on (from its config; a checkpoint without one: trot)."""
@@ -114,6 +127,9 @@ class PPOExpert:
             with a gait the expert was not trained on (naming its gaits).
         """
         x = check_observation(obs)  # (44,) or (N, 44)
+        if self._gait is not None:
+            x = x.copy()
+            x[..., GAIT_SLICE] = np.eye(len(GAITS), dtype=x.dtype)[gait_index(self._gait)]
         inputs = policy_input(x).reshape(-1, POLICY_INPUT_DIM)  # (N, 41)
         gait = np.argmax(x.reshape(-1, x.shape[-1])[:, GAIT_SLICE], axis=-1)  # (N,)
         unknown = sorted({GAITS[g] for g in gait} - set(self.gaits))

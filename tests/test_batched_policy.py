@@ -121,13 +121,14 @@ SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_ppo_expert_batches_bit_identically_and_names_bad_rows(observations):
     expert = load_policy(os.path.join(SHIPPED, "ppo_go1_trot"))
-    batch = observations.reshape(-1, 44)  # (T * N, 44)
+    batch = observations.reshape(-1, 44).copy()  # (T * N, 44)
+    batch[:, 40:44] = np.eye(4)[0]  # the trot, the only gait this expert knows
     np.testing.assert_array_equal(expert.act(batch), np.stack([expert.act(o) for o in batch]))
     bad = batch[:4].copy()
     bad[3, 40:44] = 0
     with pytest.raises(ValueError, match=r"obs row 3\[40:\]"):
         expert.act(bad)
-    expert.reset(mask=np.ones(4, bool))  # stateless: the controller interface only
+    expert.reset(mask=np.ones(4, bool))  # stateless without a gait clock: the controller interface only
 
 
 def test_state_flow_baseline_batches_like_separate_policies(observations):

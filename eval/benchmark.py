@@ -11,6 +11,7 @@ plots beside it) measured by it. Inputs by default:
 - Demonstrations: ``data/go1_expert_heldout_small.npz`` (``python -m dynaflow_policy.data.collect
   --preset expert-heldout``, a seed no run trained on; windows of constant command); kinematic gaits:
   ``checkpoints/dynaflow_go1_kinematic`` and ``data/kinematic_small.npz``.
+- Four gaits: ``checkpoints/ppo_go1_gaits`` and ``checkpoints/dynaflow_go1_gaits``.
 
 The sections and their metrics are described in :mod:`dynaflow_policy.benchmark`.
 """
@@ -34,6 +35,8 @@ DEFAULTS = BenchmarkConfig(
     dynaflow_kinematic=os.path.join(CKPT, "dynaflow_go1_kinematic"),
     ppo=os.path.join(CKPT, "ppo_go1_trot"),
     state_flow=os.path.join(CKPT, "state_flow_go1_expert"),
+    ppo_gaits=os.path.join(CKPT, "ppo_go1_gaits"),
+    dynaflow_gaits=os.path.join(CKPT, "dynaflow_go1_gaits"),
     data=os.path.join(REPO, "data", "go1_expert_heldout_small.npz"),
     kinematic_data=os.path.join(REPO, "data", "kinematic_small.npz"),
     out=os.path.join(REPO, "results", "benchmark"),

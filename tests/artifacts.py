@@ -6,12 +6,11 @@ import numpy as np
 import envs
 from dynaflow_policy import checkpoint
 from dynaflow_policy.configs import DiTConfig, TrainConfig
-from dynaflow_policy.experts.policy import EXPERT_KIND, POLICY_INPUTS
+from dynaflow_policy.experts.policy import CLOCKED_POLICY_INPUTS, EXPERT_KIND, INPUT_DIMS, POLICY_INPUTS
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.train_state import init_train_state, save_checkpoint
 from envs.physics import ACTION_DIM
-from envs.task import POLICY_INPUT_DIM
 
 
 def tiny_dit(horizon: int = 8) -> DiTConfig:
@@ -32,15 +31,21 @@ def write_dynaflow_checkpoint(directory, horizon: int = 8) -> str:
     return save_checkpoint(directory, state, Normalizer.fit(to_heading_frame(X)), config)
 
 
-def write_ppo_expert(directory, out_scale: float, seed: int = 0) -> str:
-    """A PPO-expert checkpoint with random hidden layers; ``out_scale`` 0 makes it hold the default pose."""
+def write_ppo_expert(directory, out_scale: float, seed: int = 0, gaits: tuple[str, ...] | None = None) -> str:
+    """A PPO-expert checkpoint with random hidden layers; ``out_scale`` 0 makes it hold the default pose.
+
+    ``gaits``: a clocked expert of these gaits (it reads the gait clock too); None: the trot expert's inputs.
+    """
     rng = np.random.default_rng(seed)
-    sizes = [POLICY_INPUT_DIM, 16, 2 * ACTION_DIM]
+    inputs = POLICY_INPUTS if gaits is None else CLOCKED_POLICY_INPUTS
+    dim = INPUT_DIMS[inputs]
+    sizes = [dim, 16, 2 * ACTION_DIM]
     policy = {"params": {f"hidden_{i}": {"kernel": rng.standard_normal((a, b)).astype(np.float32) / np.sqrt(a),
                                          "bias": np.zeros(b, np.float32)}
                          for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}}
     policy["params"]["hidden_1"]["kernel"] *= out_scale
-    arrays = {"normalizer": {"mean": np.zeros(POLICY_INPUT_DIM, np.float32),
-                             "std": np.ones(POLICY_INPUT_DIM, np.float32)}, "policy": policy}
-    meta = {"kind": EXPERT_KIND, "policy": {"inputs": POLICY_INPUTS, "activation": "swish"}}
+    arrays = {"normalizer": {"mean": np.zeros(dim, np.float32), "std": np.ones(dim, np.float32)}, "policy": policy}
+    meta = {"kind": EXPERT_KIND, "policy": {"inputs": inputs, "activation": "swish"}}
+    if gaits is not None:
+        meta["ppo_config"] = {"gaits": list(gaits)}
     return checkpoint.save(directory, 1, arrays, meta)

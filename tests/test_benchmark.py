@@ -26,11 +26,14 @@ def run(tmp_path_factory):
     save_dataset(tmp / "expert.npz", ds)
     save_dataset(tmp / "kinematic.npz", generate_kinematic_dataset(8, 1.0, seed=0))
     dynaflow = write_dynaflow_checkpoint(tmp / "dynaflow" / "checkpoints", horizon=8)
+    two_gaits = write_ppo_expert(tmp / "ppo_gaits", out_scale=0.0, gaits=("trot", "bound"))
     config = BenchmarkConfig(dynaflow=dynaflow, dynaflow_kinematic=dynaflow, ppo=expert,
-                             state_flow=str(tmp / "no_state_flow"), data=str(tmp / "expert.npz"),
+                             state_flow=str(tmp / "no_state_flow"), ppo_gaits=two_gaits, dynaflow_gaits=dynaflow,
+                             data=str(tmp / "expert.npz"),
                              kinematic_data=str(tmp / "kinematic.npz"), ode_steps=2, windows=4, episodes=1,
                              seconds=1.2, open_loop_seconds=0.4, open_loop_starts=2, kinematic_windows=2,
-                             sweep_episodes=1, out=str(tmp / "out"), latency_calls=20, latency_warmup=2)
+                             sweep_episodes=1, switch_episodes=1, out=str(tmp / "out"), latency_calls=20,
+                             latency_warmup=2)
     text, _ = run_benchmark(config, log=lambda line: None)
     return text, config
 
@@ -40,9 +43,10 @@ def test_report_has_every_section_and_the_missing_method(run):
     assert "Not run: State flow + ID" in text
     for heading in ("## Held-out demonstration windows", "## Closed loop: DynaFlow (1 ODE step)",
                     "## Closed loop: DynaFlow (2 ODE steps)", "## Closed loop: PPO expert", "## Open loop",
-                    "## Kinematic gaits", "## Command sweep"):
+                    "## Kinematic gaits", "## Command sweep", "## Four gaits", "Gait switching"):
         assert heading in text
-    for name in ("closed_loop.png", "open_loop_drift.png", "benchmark.md", "benchmark.json"):
+    for name in ("closed_loop.png", "open_loop_drift.png", "gait_contacts.png", "kinematic_contacts.png",
+                 "benchmark.md", "benchmark.json"):
         assert os.path.getsize(os.path.join(config.out, name)) > 100
 
 
@@ -73,6 +77,28 @@ def test_dynaflow_output_is_admissible_and_its_plans_execute_without_drift(run):
         assert d["falls_per_minute"] == pytest.approx(d["falls"] / (d["survival_seconds"] * config.episodes / 60))
         assert 0 <= d["executed"] <= 1 and 0 <= d["reference"] <= 1
         assert 0 <= d["feet_in_air"] <= 1 and 0 < d["reference_feet_in_air"] < 1 and d["speed"] >= 0
+        assert np.shape(d["timeline"]["reference"]) == (9, 4) and np.shape(d["timeline"]["executed"])[1] == 4
+
+
+def test_four_gaits_section_runs_each_controller_on_its_gaits(run):
+    """The two-gait expert runs its two gaits and is not asked to switch through four; DynaFlow runs all four."""
+    _, config = run
+    with open(os.path.join(config.out, "benchmark.json")) as f:
+        section = json.load(f)["four_gaits"]
+    assert list(section["per_gait"]["PPO expert (four gaits)"]) == ["trot", "bound"]
+    assert list(section["per_gait"]["DynaFlow (four gaits)"]) == ["trot", "pace", "bound", "pronk"]
+    assert list(section["switching"]) == ["DynaFlow (four gaits)"]
+    segments = section["switching"]["DynaFlow (four gaits)"]
+    assert [s["gait"] for s in segments] == ["trot", "pace", "bound", "pronk", "trot"]
+    for s in segments:  # a segment the episode never reached has no score
+        assert s["falls"] in (0, 1) and (0 <= s["contact_pattern"] <= 1 or np.isnan(s["contact_pattern"]))
+    standing = section["per_gait"]["PPO expert (four gaits)"]["trot"]  # out_scale 0: it holds the default pose
+    assert standing["falls_per_episode"] == 0 and standing["feet_in_air"] == 0
+    assert standing["contact_pattern"] == pytest.approx(1 / 3)  # four feet down: 2 of the 6 foot pairs right
+    assert set(section["timelines"]) == {"trot", "pace", "bound", "pronk"}
+    clock = np.array(section["timelines"]["trot"]["gait clock"])
+    assert clock.shape == (100, 4) and np.all(clock.sum(axis=1) == 2)  # two feet scheduled down at every step
+    assert np.all(clock[:, 0] == clock[:, 3]) and np.all(clock[:, 0] != clock[:, 1])  # trot: FR with RL
 
 
 def test_cli_defaults_are_the_shipped_checkpoints_and_data():

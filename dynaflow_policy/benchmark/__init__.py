@@ -30,10 +30,14 @@ and :mod:`dynaflow_policy.closed_loop`):
    kinematic data (actions fitted per transition, an upper bound) against SAE
    of DynaFlow's output, and the gait's contact pattern
    (:func:`envs.task.gait_sync`) of the reference against the executed motion.
-
 5. Command sweep (:mod:`dynaflow_policy.benchmark.sweep`): the closed loop
    over the expert's whole command range: standing, backward, sideways,
    combined commands, a command that changes mid-episode, and shoves.
+6. Four gaits (:mod:`dynaflow_policy.benchmark.four_gaits`): the four-gait
+   PPO expert and DynaFlow trained on its demonstrations, per gait (falls,
+   tracking, contact pattern, feet in the air), switching gait mid-episode,
+   and foot-contact timelines against the gait clock (``gait_contacts.png``;
+   ``kinematic_contacts.png`` does the same for section 4).
 
 A method whose checkpoint or dataset is missing is listed as "not run" with
 the missing path; nothing is filled in for it. ``eval/benchmark.py`` is the

@@ -20,6 +20,10 @@ class BenchmarkConfig:
     """PPO expert."""
     state_flow: str
     """State-space flow + inverse-dynamics baseline."""
+    ppo_gaits: str
+    """PPO expert of the four gaits (section 6)."""
+    dynaflow_gaits: str
+    """DynaFlow checkpoint trained on the four-gait expert's demonstrations (section 6)."""
     data: str
     """Expert demonstrations (held-out windows come from the DynaFlow checkpoint's split)."""
     kinematic_data: str
@@ -39,6 +43,8 @@ class BenchmarkConfig:
     """Closed-loop episode length (s)."""
     sweep_episodes: int = 5
     """Closed-loop episodes per scenario of the command sweep (section 5, ``benchmark.sweep.SWEEP``)."""
+    switch_episodes: int = 5
+    """Episodes of the gait-switching scenario (section 6, ``benchmark.four_gaits.SWITCH_SCENARIO``)."""
     open_loop_seconds: float = 5.0
     """Length of the chained open-loop plans (s)."""
     open_loop_starts: int = 8

@@ -13,6 +13,7 @@ import gymnasium
 import numpy as np
 
 import envs
+from dynaflow_policy.benchmark.four_gaits import TIMELINE_SECONDS
 from dynaflow_policy.benchmark.methods import dynaflow_generator
 from dynaflow_policy.benchmark.sections import generate_windows
 from dynaflow_policy.closed_loop import Controller, run_episode
@@ -34,9 +35,12 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
     Returns:
       gait -> ``{"reference", "executed"}`` (mean ``gait_sync``), ``"reference_feet_in_air"``,
       ``"feet_in_air"`` (mean fraction of feet off the ground), ``"speed"`` (m/s, mean horizontal),
-      ``"command"``, ``"episodes"``, ``"falls"``, ``"falls_per_minute"``, ``"survival_seconds"``.
+      ``"command"``, ``"episodes"``, ``"falls"``, ``"falls_per_minute"``, ``"survival_seconds"``, and
+      ``"timeline"``: {"reference": the first window's foot contacts, "executed": the first episode's first
+      ``TIMELINE_SECONDS``}, lists of (FR, FL, RR, RL) 0/1 per control step.
     """
     ctrl_dt = envs.PHYSICS.ctrl_dt
+    timeline_steps = int(round(TIMELINE_SECONDS / ctrl_dt))
     gaits = {}
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(seconds / ctrl_dt)))
     for g, gait in enumerate(GAITS):
@@ -57,7 +61,9 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
                        "speed": float(np.linalg.norm(velocity, axis=1).mean()),
                        "command": [float(c) for c in command], "episodes": episodes, "falls": int(falls),
                        "falls_per_minute": falls / (steps * ctrl_dt / 60.0),
-                       "survival_seconds": steps * ctrl_dt / episodes}
+                       "survival_seconds": steps * ctrl_dt / episodes,
+                       "timeline": {"reference": ref_contact[0].astype(int).tolist(),
+                                    "executed": runs[0]["contacts"][:timeline_steps].astype(int).tolist()}}
     env.close()
     return gaits
 

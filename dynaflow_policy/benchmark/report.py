@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dynaflow_policy.benchmark.config import BenchmarkConfig
+from dynaflow_policy.benchmark.four_gaits import (GAIT_COMMAND, SWITCH_SECONDS, TIMELINE_SECONDS, TRANSITION_SECONDS,
+                                                  GaitSection, contact_figure)
 from dynaflow_policy.closed_loop import CommandResult, markdown_table
 
 
@@ -26,6 +28,7 @@ class BenchmarkResults:
       sweep: method -> scenario name -> result (section 5, ``sweep.section_sweep``).
       windows: (number of held-out windows, H, the rule that chose them) of section 1.
       wall_seconds: wall time of the run so far (s).
+      four_gaits: section 6 (``four_gaits.section_four_gaits``), or None when neither checkpoint exists.
     """
 
     missing: list[str]
@@ -37,6 +40,7 @@ class BenchmarkResults:
     sweep: dict[str, dict[str, CommandResult]]
     windows: tuple[int, int, str]
     wall_seconds: float
+    four_gaits: GaitSection | None = None
 
     def to_json(self) -> dict:
         """The record written to ``benchmark.json`` (arrays as lists)."""
@@ -46,12 +50,14 @@ class BenchmarkResults:
                                 for n, res in self.closed_loop.items()},
                 "sweep": {n: {c: dataclasses.asdict(r) for c, r in res.items()} for n, res in self.sweep.items()},
                 "open_loop": {n: {k: np.asarray(v).tolist() for k, v in d.items()}
-                              for n, d in self.open_loop.items()}}
+                              for n, d in self.open_loop.items()},
+                "four_gaits": self.four_gaits.to_json() if self.four_gaits is not None else None}
 
 
 def plots(results: BenchmarkResults, out: str) -> list[str]:
-    """Writes ``closed_loop.png`` (vx RMSE, falls per minute) and ``open_loop_drift.png`` into ``out``
-    when their sections ran; returns the paths written."""
+    """Writes ``closed_loop.png`` (vx RMSE, falls per minute), ``open_loop_drift.png``, ``gait_contacts.png``
+    and ``kinematic_contacts.png`` (foot-contact timelines) into ``out`` when their sections ran; returns the
+    paths written."""
     closed, open_loop = results.closed_loop, results.open_loop
     paths = []
     if closed:
@@ -88,6 +94,17 @@ def plots(results: BenchmarkResults, out: str) -> list[str]:
         fig.tight_layout()
         paths.append(os.path.join(out, "open_loop_drift.png"))
         fig.savefig(paths[-1], dpi=100)
+    if results.four_gaits is not None and results.four_gaits.timelines:
+        paths.append(os.path.join(out, "gait_contacts.png"))
+        contact_figure(results.four_gaits.timelines, f"foot contacts, {TIMELINE_SECONDS:g} s after the first second: "
+                       "the gait clock's schedule against the executed steps").savefig(paths[-1], dpi=100)
+    if results.kinematic is not None and results.kinematic["gaits"]:
+        paths.append(os.path.join(out, "kinematic_contacts.png"))
+        contact_figure({g: {"kinematic reference window": d["timeline"]["reference"],
+                            "DynaFlow (kinematic)": d["timeline"]["executed"]}
+                        for g, d in results.kinematic["gaits"].items()},
+                       "foot contacts: a held-out kinematic window against the first "
+                       f"{TIMELINE_SECONDS:g} s executed from rest").savefig(paths[-1], dpi=100)
     return paths
 
 
@@ -108,6 +125,29 @@ def _kinematic_lines(config: BenchmarkConfig, kinematic: dict) -> list[str]:
                     f"{d['executed']:.2f} | {d['reference_feet_in_air']:.2f} / {d['feet_in_air']:.2f} "
                     f"| {d['speed']:.2f} | {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
                     for g, d in kinematic["gaits"].items()]
+
+
+def _four_gait_lines(config: BenchmarkConfig, section: GaitSection) -> list[str]:
+    lines = [f"## Four gaits ({config.episodes} episodes x {config.seconds:g} s per gait, command "
+             f"{GAIT_COMMAND})\n",
+             "Per gait each controller was trained on. Contact pattern: `envs.task.gait_sync` against the gait in "
+             "force, and feet in the air, both after the first second.\n",
+             "| controller | gait | falls / episode | vx / vy / yaw-rate RMSE | contact pattern | feet in the air |",
+             "|---|---|---|---|---|---|"]
+    for name, by_gait in section.per_gait.items():
+        lines += [f"| {name} | {g} | {r.falls_per_episode:.1f} | {r.vx_rmse:.3f} / {r.vy_rmse:.3f} / "
+                  f"{r.yaw_rate_rmse:.3f} | {r.contact_pattern:.2f} | {r.feet_in_air:.2f} |" for g, r in by_gait.items()]
+    lines.append("")
+    if section.switching:
+        segments = next(iter(section.switching.values()))
+        lines += [f"Gait switching ({config.switch_episodes} episodes x {SWITCH_SECONDS:g} s): contact pattern of "
+                  f"each segment after a {TRANSITION_SECONDS:g} s transition; falls in the segment in brackets.\n",
+                  "| controller | " + " | ".join(f"{s['gait']} from {s['start']:g} s" for s in segments) + " |",
+                  "|---" * (len(segments) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{s['contact_pattern']:.2f} ({s['falls']})" for s in rows) + " |"
+                  for name, rows in section.switching.items()]
+        lines.append("")
+    return lines
 
 
 def _sweep_lines(config: BenchmarkConfig, sweep: dict[str, dict[str, CommandResult]]) -> list[str]:
@@ -157,6 +197,8 @@ def markdown(config: BenchmarkConfig, results: BenchmarkResults, relative_to: st
             lines.append(f"| {name} | {d['position'][k1]:.3g} | {d['position'][-1]:.3g} | {d['state'][-1]:.3g} "
                          f"| {d['falls']:.2f} | {rmse} |")
         lines.append("")
+    if results.four_gaits is not None:
+        lines += _four_gait_lines(config, results.four_gaits)
     if results.kinematic is not None:
         lines += _kinematic_lines(config, results.kinematic)
     else:

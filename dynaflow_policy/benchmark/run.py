@@ -8,6 +8,7 @@ import sys
 import time
 
 from dynaflow_policy.benchmark.config import BenchmarkConfig
+from dynaflow_policy.benchmark.four_gaits import section_four_gaits
 from dynaflow_policy.benchmark.gaits import section_kinematic
 from dynaflow_policy.benchmark.methods import load_methods
 from dynaflow_policy.benchmark.report import BenchmarkResults, markdown, plots
@@ -15,6 +16,7 @@ from dynaflow_policy.benchmark.sweep import section_sweep
 from dynaflow_policy.benchmark.sections import (Log, act_latency, section_closed_loop, section_offline,
                                                 section_open_loop)
 from dynaflow_policy.data.split import held_out_windows_for, training_split
+from dynaflow_policy.loading import load_policy
 
 REPORT, RECORD = "benchmark.md", "benchmark.json"
 """File names of the Markdown report and the JSON record in the output directory."""
@@ -67,8 +69,18 @@ def run_benchmark(config: BenchmarkConfig, relative_to: str = os.curdir,
     kinematic = (section_kinematic(config.dynaflow_kinematic, config.kinematic_data, config.kinematic_windows,
                                    config.episodes, config.seconds, config.seed)
                  if os.path.isdir(config.dynaflow_kinematic) and os.path.isfile(config.kinematic_data) else None)
+    log("section 6: four gaits")
+    gait_controllers = {}
+    for name, path, options in (("PPO expert (four gaits)", config.ppo_gaits, {}),
+                                ("DynaFlow (four gaits)", config.dynaflow_gaits, {"seed": config.seed})):
+        if os.path.isdir(path):
+            gait_controllers[name] = load_policy(path, **options)
+        else:
+            missing.append(f"{name}: {os.path.relpath(path, relative_to)} missing")
+    four_gaits = (section_four_gaits(gait_controllers, config.episodes, config.seconds, config.switch_episodes,
+                                     config.seed, log) if gait_controllers else None)
     results = BenchmarkResults(missing, offline, closed, latency, open_loop, kinematic, sweep, windows,
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, four_gaits)
     text = markdown(config, results, relative_to)
     paths = plots(results, config.out)
     text += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths) + "\n"

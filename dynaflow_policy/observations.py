@@ -7,6 +7,8 @@ checks first changes no per-environment state on bad input.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 from envs.physics import STATE_DIM
@@ -50,3 +52,19 @@ def check_observation(obs) -> np.ndarray:
         i = bad[0]
         raise ValueError(f"{where(i)}[{GAIT_SLICE.start}:] must be a gait one-hot over {GAITS}, got {onehot[i]}")
     return o
+
+
+def check_trained_gaits(names: Iterable[str], trained: Sequence[str], controller: str) -> None:
+    """Refuses gaits a controller was not trained on: it would otherwise run them from data it never saw.
+
+    Args:
+      names: gait names asked for (an override, or the gaits of a batch of observations).
+      trained: the gaits of the controller's training data.
+      controller: what to call it in the message ("expert", "DynaFlow controller", ...).
+
+    Raises:
+      ValueError: a name outside ``trained``; the message names ``trained`` and the gaits refused.
+    """
+    refused = sorted(set(names) - set(trained), key=GAITS.index)
+    if refused:
+        raise ValueError(f"this {controller} was trained on the gaits {tuple(trained)}, not on {refused}")

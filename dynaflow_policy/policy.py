@@ -56,7 +56,7 @@ from dynaflow_policy.flow import flow_velocity, noise_window
 from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
-from dynaflow_policy.observations import GAIT_SLICE, check_observation
+from dynaflow_policy.observations import GAIT_SLICE, check_observation, check_trained_gaits
 from dynaflow_policy.train_state import load_checkpoint
 from envs.native import NativeGo1
 from envs.physics import ACTION_DIM, BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
@@ -110,10 +110,12 @@ class RecedingHorizonPolicy:
       seed: seed of every environment's noise stream (``reset`` can give each its own).
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
+      gaits: the gaits of the training data; the others are refused (ValueError naming these).
     """
 
     def __init__(self, horizon: int, flow: FlowConfig, *, execute_steps: int, ode_steps: int | None = None,
-                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None):
+                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None,
+                 gaits: Sequence[str] = GAITS):
         if not _is_int(execute_steps) or not 1 <= execute_steps <= horizon:
             raise ValueError(f"execute_steps must be an int in [1, {horizon}] (the plan horizon), "
                              f"got {execute_steps!r}")
@@ -127,6 +129,11 @@ class RecedingHorizonPolicy:
         self.execute_steps = int(execute_steps)
         self.ode_steps = int(ode_steps)
         self.seed = int(seed)
+        for g in gaits:
+            gait_index(g)  # ValueError names the choices
+        if not gaits:
+            raise ValueError(f"gaits must name at least one of {GAITS}")
+        self.gaits = tuple(gaits)
         self.command = command
         self.gait = gait
         self.reset()
@@ -155,6 +162,7 @@ class RecedingHorizonPolicy:
     def gait(self, value: str | None) -> None:
         if value is not None:
             gait_index(value)  # ValueError names the choices
+            check_trained_gaits([value], self.gaits, "controller")
         self._gait = value
 
     # ------------------------------------------------------------------------------- per-environment state
@@ -246,13 +254,15 @@ class RecedingHorizonPolicy:
         (44,) or (N, 44) (a single one is a batch of one), with the overrides applied.
 
         Raises:
-          ValueError: obs of the wrong shape, non-finite, or with an invalid gait one-hot (naming the row).
+          ValueError: obs of the wrong shape, non-finite, or with an invalid gait one-hot (naming the row), or
+            with a gait the controller was not trained on (naming its gaits).
         """
         o = check_observation(obs).reshape(-1, STATE_DIM + COMMAND_DIM + len(GAITS))  # (N, 44)
         n = len(o)
         command = o[:, STATE_DIM:STATE_DIM + COMMAND_DIM] if self._command is None else np.tile(self._command, (n, 1))
         gait = (np.argmax(o[:, GAIT_SLICE], axis=1) if self._gait is None
                 else np.full(n, gait_index(self._gait)))
+        check_trained_gaits([GAITS[g] for g in np.unique(gait)], self.gaits, "controller")
         return o[:, :STATE_DIM].astype(np.float64), command, gait
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -293,10 +303,11 @@ class RecedingHorizonPolicy:
           the plan (a copy): (L, D) for one state, (N, L, D) for N (subclasses say what L, D are).
 
         Raises:
-          ValueError: bad states, commands or gait indices, or a batch of another size than the
-            current one; nothing is changed.
+          ValueError: bad states, commands or gait indices, a gait the controller was not trained on, or a
+            batch of another size than the current one; nothing is changed.
         """
         x, command, gait, single = self.check_plan_arguments(x, command, gait)
+        check_trained_gaits([GAITS[g] for g in np.unique(gait)], self.gaits, "controller")
         self._batch(len(x), single)
         self._replan(np.arange(len(x)), x, command, gait)
         return (self._plans[0] if single else self._plans).copy()
@@ -375,6 +386,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         ensembling) to ceil(H / execute_steps). Replanning every step executes only first actions,
         the least certain part of a plan; averaging overlapping plans smooths them.
       physics: physics of the inference rollouts (must be the training physics).
+      gaits: the gaits of the training data (a checkpoint's ``gaits``); the others are refused.
 
     Attributes:
       command, gait: settable overrides (None: read from each observation).
@@ -385,7 +397,8 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
 
     def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *, execute_steps: int,
                  ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
-                 gait: str | None = None, ensemble: int = 1, physics: PhysicsConfig = PHYSICS):
+                 gait: str | None = None, ensemble: int = 1, physics: PhysicsConfig = PHYSICS,
+                 gaits: Sequence[str] = GAITS):
         most = -(-dit.horizon // execute_steps) if _is_int(execute_steps) and execute_steps > 0 else 1
         if not _is_int(ensemble) or not 1 <= ensemble <= most:
             raise ValueError(f"ensemble must be an int in [1, {most}] (plans that overlap a step with "
@@ -393,7 +406,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         self.ensemble = int(ensemble)
         self._history = self._age = None
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
-                         command=command, gait=gait)
+                         command=command, gait=gait, gaits=gaits)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
         self.normalizer = normalizer
@@ -407,14 +420,15 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         Args:
           path: a step directory, a ``checkpoints`` directory or a work directory.
           **overrides: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...);
-            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``.
+            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``, ``gaits`` to
+            the gaits of its training data (all four for a checkpoint that does not record them).
 
         Raises:
           CheckpointError: missing, truncated or corrupt checkpoint, or one made for another physics config.
         """
         ckpt = load_checkpoint(path)
         return cls(ckpt.ema_params, ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer,
-                   **{**ckpt.policy_defaults, **overrides})
+                   **{**ckpt.policy_defaults, "gaits": ckpt.gaits or GAITS, **overrides})
 
     @property
     def last_actions(self) -> np.ndarray | None:

@@ -303,7 +303,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, progress
             t_mark, n_mark = time.perf_counter(), done
         if done % config.checkpoint_every == 0 or done == config.steps:
             if is_main:
-                save_checkpoint(ckpt_dir, state, normalizer, config)
+                save_checkpoint(ckpt_dir, state, normalizer, config, gaits=train_pool.gaits)
             t_mark, n_mark = time.perf_counter(), done
     return state
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import flax.serialization
@@ -35,12 +36,16 @@ from dynaflow_policy.devices import to_host
 from dynaflow_policy.model import init_params
 from dynaflow_policy.normalizer import Normalizer
 from envs.physics import PHYSICS
+from envs.task import GAITS, gait_index
 
 EMA_ONLY = "ema_params"
 """``config.json`` ``contents`` of an exported checkpoint: the EMA weights only (:func:`export_policy`)."""
 
 POLICY_KEY = "policy"
 """``config.json`` key of an export's controller defaults ``{"execute_steps": int, "ode_steps": int}``."""
+
+GAITS_KEY = "gaits"
+"""``config.json`` key of the gaits of the training data (names of ``envs.task.GAITS``); the policy refuses others."""
 
 
 @flax.struct.dataclass
@@ -110,6 +115,8 @@ class Checkpoint:
       path: the directory it was read from.
       policy_defaults: the controller defaults ``{"execute_steps": int, "ode_steps": int}``: those stored
         by :func:`export_policy`, else ``DEFAULT_EXECUTE_STEPS`` and ``config.flow.ode_steps``.
+      gaits: the gaits of the training data (``config.json`` ``gaits``), or None for a checkpoint written
+        before they were recorded.
     """
 
     ema_params: Any
@@ -119,6 +126,7 @@ class Checkpoint:
     step: int
     path: str
     policy_defaults: dict[str, int]
+    gaits: tuple[str, ...] | None = None
 
 
 def checkpoint_meta(kind: str, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer) -> dict[str, Any]:
@@ -129,6 +137,26 @@ def checkpoint_meta(kind: str, dit: DiTConfig, flow: FlowConfig, normalizer: Nor
         raise ValueError(f"kind must be one of {checkpoint.KINDS}, got {kind!r}")
     return {checkpoint.KIND_KEY: kind, "dit_config": dataclasses.asdict(dit), "flow_config": dataclasses.asdict(flow),
             "normalizer": normalizer.to_dict(), "physics": PHYSICS.to_dict(), "jax_version": jax.__version__}
+
+
+def gaits_meta(gaits: Sequence[str] | None) -> dict[str, list[str]]:
+    """The ``config.json`` entry recording the gaits of the training data (none when unknown)."""
+    return {} if gaits is None else {GAITS_KEY: [GAITS[gait_index(g)] for g in gaits]}
+
+
+def read_gaits(meta: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    """The gaits of a checkpoint's training data, or None when it does not record them.
+
+    Raises:
+      dynaflow_policy.checkpoint.CheckpointError: an entry that is not a non-empty list of gait names.
+    """
+    if GAITS_KEY not in meta:
+        return None
+    names = meta[GAITS_KEY]
+    if not isinstance(names, list) or not names or not all(isinstance(g, str) and g in GAITS for g in names):
+        raise checkpoint.CheckpointError(f"{path}: '{GAITS_KEY}' in {checkpoint.META_FILE} must list gaits of "
+                                         f"{GAITS}, got {names!r}")
+    return tuple(names)
 
 
 def read_policy_defaults(meta: dict[str, Any], horizon: int, flow: FlowConfig, path: str) -> dict[str, int]:
@@ -148,15 +176,15 @@ def read_policy_defaults(meta: dict[str, Any], horizon: int, flow: FlowConfig, p
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState, normalizer: Normalizer,
-                    config: TrainConfig) -> str:
+                    config: TrainConfig, gaits: Sequence[str] | None = None) -> str:
     """Writes ``<directory>/<step>/`` (``dynaflow_policy.checkpoint.save``); returns its path.
 
-    ``config.json`` holds :func:`checkpoint_meta` (kind ``"dynaflow"``) and the
-    ``train_config``; ``state.msgpack`` the TrainState.
+    ``config.json`` holds :func:`checkpoint_meta` (kind ``"dynaflow"``), the ``train_config`` and
+    ``gaits`` (the gaits of the training data, when given); ``state.msgpack`` the TrainState.
     """
     host = to_host(state)
     meta = {**checkpoint_meta("dynaflow", config.dit_config, config.flow, normalizer),
-            "train_config": config.to_dict()}
+            "train_config": config.to_dict(), **gaits_meta(gaits)}
     return checkpoint.save(directory, int(host.step), flax.serialization.to_state_dict(host), meta,
                            keep=config.keep_checkpoints)
 
@@ -186,7 +214,8 @@ def export_policy(source: str | os.PathLike, out: str | os.PathLike, execute_ste
     ckpt = load_checkpoint(source)
     policy = policy_defaults(execute_steps, ode_steps, ckpt.config.horizon, ckpt.config.flow, ensemble)
     meta = {**checkpoint_meta("dynaflow", ckpt.config.dit_config, ckpt.config.flow, ckpt.normalizer),
-            "train_config": ckpt.config.to_dict(), "contents": EMA_ONLY, POLICY_KEY: policy}
+            "train_config": ckpt.config.to_dict(), "contents": EMA_ONLY, POLICY_KEY: policy,
+            **gaits_meta(ckpt.gaits)}
     return checkpoint.save_single(out, ckpt.step, {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params)},
                                   meta)
 
@@ -225,4 +254,5 @@ def load_checkpoint(path: str | os.PathLike, allow_other_physics: bool = False) 
         ema_params = state.ema_params
     return Checkpoint(ema_params=ema_params, state=state, normalizer=normalizer, config=config,
                       step=int(meta["step"]), path=path,
-                      policy_defaults=read_policy_defaults(meta, config.horizon, config.flow, path))
+                      policy_defaults=read_policy_defaults(meta, config.horizon, config.flow, path),
+                      gaits=read_gaits(meta, path))

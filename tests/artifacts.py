@@ -17,8 +17,11 @@ def tiny_dit(horizon: int = 8) -> DiTConfig:
     return DiTConfig(horizon=horizon, d_model=32, depth=1, num_heads=2)
 
 
-def write_dynaflow_checkpoint(directory, horizon: int = 8) -> str:
-    """A DynaFlow checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0)."""
+def write_dynaflow_checkpoint(directory, horizon: int = 8, gaits: tuple[str, ...] | None = None) -> str:
+    """A DynaFlow checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0).
+
+    ``gaits``: the training data's gaits it records (None: none recorded, as in older checkpoints).
+    """
     config = TrainConfig(horizon=horizon, dit=tiny_dit(horizon))
     state = init_train_state(config)
     leaves, treedef = jax.tree.flatten(state.ema_params)
@@ -28,7 +31,7 @@ def write_dynaflow_checkpoint(directory, horizon: int = 8) -> str:
     rng = np.random.default_rng(0)
     X = np.repeat(np.asarray(envs.PHYSICS.home_state, np.float64)[None, None], horizon + 1, axis=1)
     X = X + 0.05 * rng.standard_normal((32, horizon + 1, envs.STATE_DIM))
-    return save_checkpoint(directory, state, Normalizer.fit(to_heading_frame(X)), config)
+    return save_checkpoint(directory, state, Normalizer.fit(to_heading_frame(X)), config, gaits=gaits)
 
 
 def write_ppo_expert(directory, out_scale: float, seed: int = 0, gaits: tuple[str, ...] | None = None) -> str:

@@ -1,6 +1,7 @@
 """DynaFlowPolicy: the Gymnasium loop, receding horizon, determinism, native-vs-MJX sampling, bad input."""
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -17,6 +18,8 @@ from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.policy import DynaFlowPolicy
 from artifacts import tiny_dit, write_dynaflow_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 H = 8
 DIT = tiny_dit(H)
@@ -239,3 +242,43 @@ def test_exported_checkpoint_acts_identically_and_cannot_be_resumed(ckpt_dir, ob
         f.truncate(os.path.getsize(state) - 7)
     with pytest.raises(CheckpointError, match="truncated"):
         DynaFlowPolicy.from_checkpoint(out)
+
+
+def test_a_checkpoint_refuses_gaits_its_data_did_not_have(obs, tmp_path):
+    """A trot-only checkpoint refuses pace from the observation, the override and plan(); its export keeps this."""
+    from dynaflow_policy import export
+    from dynaflow_policy.train_state import load_checkpoint
+
+    path = write_dynaflow_checkpoint(tmp_path / "trot" / "checkpoints", H, gaits=("trot",))
+    policy = DynaFlowPolicy.from_checkpoint(path)
+    assert policy.gaits == ("trot",)
+    refused = r"trained on the gaits \('trot',\), not on \['pace'\]"
+    with pytest.raises(ValueError, match=refused):
+        policy.act(obs)  # obs asks for pace
+    with pytest.raises(ValueError, match=refused):
+        policy.gait = "pace"
+    with pytest.raises(ValueError, match=refused):
+        policy.plan(obs[:envs.STATE_DIM], obs[envs.STATE_DIM:envs.STATE_DIM + 3], 1)
+    with pytest.raises(ValueError, match="gallop.*trot"):
+        policy.gait = "gallop"  # unknown: the four gaits are named
+    policy.gait = "trot"
+    assert np.all(np.isfinite(policy.act(obs)))  # the override replaces the observation's pace
+    out = export.main(export.Args(run=path, out=str(tmp_path / "shipped")))
+    assert load_checkpoint(out).gaits == ("trot",)
+
+    meta_path = os.path.join(load_checkpoint(path).path, META_FILE)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["gaits"] = ["gallop"]
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(CheckpointError, match="'gaits'.*gallop"):
+        load_checkpoint(path)
+
+
+def test_shipped_checkpoints_record_their_data_gaits():
+    """The expert-data controller saw only trot; the kinematic one all four gaits."""
+    from dynaflow_policy.train_state import load_checkpoint
+
+    assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_expert")).gaits == ("trot",)
+    assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_kinematic")).gaits == envs.GAITS

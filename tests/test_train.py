@@ -37,6 +37,7 @@ from dynaflow_policy.train import jit_eval_step, make_mesh, replicate, shard_bat
 from dynaflow_policy.train_state import load_checkpoint, save_checkpoint
 from envs.native import replay
 from envs.physics import PHYSICS
+from envs.task import GAITS
 
 H = 4
 N_TRAJ, T = 4, 12
@@ -191,6 +192,9 @@ def test_checkpoint_round_trip_gives_identical_samples(long_run, dataset_path):
     assert ckpt.path.endswith(os.path.join("checkpoints", "300"))
     assert checkpoint.read_meta(ckpt.path)[checkpoint.KIND_KEY] == "dynaflow"
     assert ckpt.policy_defaults == {"execute_steps": 4, "ode_steps": ckpt.config.flow.ode_steps}  # no block: defaults
+    train, _ = load_windows(ckpt.config)
+    trained = {int(g) for s in train.sets for g in np.load(dataset_path)["gait"][s.trajectories]}
+    assert ckpt.gaits == tuple(GAITS[g] for g in sorted(trained))  # the gaits of the training trajectories
     for a, b in zip(jax.tree.leaves(ckpt.state), jax.tree.leaves(long_run["state"])):
         np.testing.assert_array_equal(a, b)
     assert sorted(s for s, _ in checkpoint.step_dirs(os.path.join(long_run["workdir"], "checkpoints"))) == [150, 300]

@@ -77,7 +77,7 @@ def clock_contacts(gait: str, steps: int, start_step: int = 0) -> np.ndarray:
 
 
 def controller_gaits(controller: Controller) -> tuple[str, ...]:
-    """The gaits a controller runs: a PPO expert's trained gaits, all four for the others."""
+    """The gaits a controller was trained on (its ``gaits``; all four when it does not say)."""
     return tuple(getattr(controller, "gaits", GAITS))
 
 

@@ -44,7 +44,7 @@ import tyro
 
 from dynaflow_policy.data.schema import Dataset, load_dataset
 from envs.native import NativeGo1
-from envs.physics import ACTION_DIM, PHYSICS, STATE_DIM
+from envs.physics import ACTION_DIM, PHYSICS
 
 CACHE_SUFFIX = ".labels"
 META_FILE = "meta.json"

@@ -30,6 +30,7 @@ from dynaflow_policy.data.schema import load_dataset
 from dynaflow_policy.data.windows import WindowSet, train_held_out_windows
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
+from envs.task import GAITS
 
 NORMALIZER_WINDOWS = 20_000
 """The normaliser is fitted on at most this many training windows (a seeded random subset)."""
@@ -58,6 +59,14 @@ class WindowPool:
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if self.sets else 0
+
+    @property
+    def gaits(self) -> tuple[str, ...]:
+        """Names of the gaits of the pool's trajectories, in ``envs.task.GAITS`` order."""
+        present = set()
+        for s in self.sets:
+            present.update(np.unique(s.dataset.gait[s.trajectories]).tolist())
+        return tuple(g for i, g in enumerate(GAITS) if i in present)
 
     def batch(self, indices: np.ndarray, expert_actions: bool = False, labels: bool = False) -> dict[str, np.ndarray]:
         """Gathers windows: ``states`` (B, H+1, 37) float32, ``command`` (B, 3) float32, ``gait`` (B,) int32,

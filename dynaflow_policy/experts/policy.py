@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from dynaflow_policy import checkpoint
-from dynaflow_policy.observations import GAIT_SLICE, check_observation
+from dynaflow_policy.observations import GAIT_SLICE, check_observation, check_trained_gaits
 from envs.physics import ACTION_DIM, PHYSICS
 from envs.task import CLOCK_DIM, GAITS, POLICY_INPUT_DIM, advance_phase, gait_clock, gait_index, policy_input
 
@@ -101,8 +101,7 @@ class PPOExpert:
     def gait(self, value: str | None) -> None:
         if value is not None:
             gait_index(value)  # ValueError naming the four gaits
-            if value not in self.gaits:
-                raise ValueError(f"this expert was trained on the gaits {self.gaits}, not on {value!r}")
+            check_trained_gaits([value], self.gaits, "expert")
         self._gait = value
     @property
     def gaits(self) -> tuple[str, ...]:
@@ -132,9 +131,7 @@ class PPOExpert:
             x[..., GAIT_SLICE] = np.eye(len(GAITS), dtype=x.dtype)[gait_index(self._gait)]
         inputs = policy_input(x).reshape(-1, POLICY_INPUT_DIM)  # (N, 41)
         gait = np.argmax(x.reshape(-1, x.shape[-1])[:, GAIT_SLICE], axis=-1)  # (N,)
-        unknown = sorted({GAITS[g] for g in gait} - set(self.gaits))
-        if unknown:
-            raise ValueError(f"this expert was trained on the gaits {self.gaits}, not on {unknown}")
+        check_trained_gaits([GAITS[g] for g in np.unique(gait)], self.gaits, "expert")
         if self.clocked:
             if self._phase is None or self._phase.shape != gait.shape:
                 self._phase = np.zeros(gait.shape, np.float32)

@@ -193,6 +193,8 @@ def test_constructor_rejects_bad_arguments(kwargs):
 
 
 EPISODE = 30
+RUN_STEPS = EPISODE + 5
+"""Every call of the ``randomized`` fixture's ``run`` has this many steps: one trace and compile for all."""
 
 
 @pytest.fixture(scope="module")
@@ -231,26 +233,27 @@ def test_domain_randomization_draws_per_env_and_changes_the_physics(randomized, 
         assert np.all((draws[name] >= lo) & (draws[name] <= hi)) and np.unique(np.asarray(draws[name])).size == B
     assert state0.obs.shape == (B, envs.task.POLICY_INPUT_DIM + envs.task.CLOCK_DIM) == (B, env.observation_size)
 
-    # Nominal parameters reproduce the nominal env; a heavy payload makes the robot stand lower.
-    # (steps = 1 marks an episode in progress, so the first step keeps the draws set here.)
-    nominal = {"friction": jnp.full(B, 0.6), "mass_scale": jnp.ones(B), "payload": jnp.zeros(B)}
-    heavy = {**nominal, "payload": jnp.full(B, 6.0)}
-    zeros = jnp.zeros((25, B, ACTION_DIM))
-    in_progress = {**state0.info, "steps": jnp.ones(B, jnp.int32)}
+    # Nominal parameters reproduce the nominal env; a heavy payload makes the robot stand lower after 25 steps
+    # (before the time limit). steps = 1 marks an episode in progress, so the first step keeps these draws; all
+    # strongly typed float32 like the env's own draws, so that every call of run shares one trace.
+    nominal = {"friction": jnp.full(B, 0.6, jnp.float32), "mass_scale": jnp.ones(B), "payload": jnp.zeros(B)}
+    heavy = {**nominal, "payload": jnp.full(B, 6.0, jnp.float32)}
+    zeros = jnp.zeros((RUN_STEPS, B, ACTION_DIM))
+    in_progress = {**state0.info, "steps": jnp.ones_like(state0.info["steps"])}
     _, (z_nominal, *_) = run(state0.replace(info={**in_progress, "physics": nominal}), zeros)
     _, (z_heavy, *_) = run(state0.replace(info={**in_progress, "physics": heavy}), zeros)
     _, _, step, s = sim  # the nominal env, same home start (randomize_init=False)
     for _ in range(25):
         s = step(s, jnp.zeros((B, ACTION_DIM)))
-    np.testing.assert_allclose(z_nominal[-1], s.pipeline_state.qpos[:, 2], atol=1e-6)
-    assert np.all(z_heavy[-1] < z_nominal[-1] - 0.005)
+    np.testing.assert_allclose(z_nominal[24], s.pipeline_state.qpos[:, 2], atol=1e-6)
+    assert np.all(z_heavy[24] < z_nominal[24] - 0.005)
 
 
 def test_time_limit_reset_starts_a_fresh_episode(randomized):
     """After the time limit: a new physics draw, no stale last action, the command the restored obs shows."""
     _, reset, run = randomized
     state0 = reset(jax.random.split(jax.random.PRNGKey(4), B))
-    actions = jnp.asarray(np.random.default_rng(0).uniform(-0.3, 0.3, (EPISODE + 5, B, ACTION_DIM)), jnp.float32)
+    actions = jnp.asarray(np.random.default_rng(0).uniform(-0.3, 0.3, (RUN_STEPS, B, ACTION_DIM)), jnp.float32)
     _, (_, friction, command, action_rate, obs, _, _) = run(state0, actions)
     friction, command = np.asarray(friction), np.asarray(command)
     np.testing.assert_array_equal(friction[1:EPISODE], np.broadcast_to(friction[0], (EPISODE - 1, B)))
@@ -268,7 +271,7 @@ def test_gait_clock_runs_per_gait_and_restarts_with_each_episode(randomized):
     env, reset, run = randomized
     state0 = reset(jax.random.split(jax.random.PRNGKey(5), B))
     assert np.all(np.asarray(state0.info["phase"]) == 0.0)
-    actions = jnp.zeros((EPISODE + 3, B, ACTION_DIM))
+    actions = jnp.zeros((RUN_STEPS, B, ACTION_DIM))
     _, (_, _, command, _, obs, gait, phase) = run(state0, actions)
     gait, phase, obs, command = np.asarray(gait), np.asarray(phase), np.asarray(obs), np.asarray(command)
     period = np.asarray(envs.task.GAIT_PERIODS)[gait[0]]

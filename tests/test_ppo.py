@@ -91,18 +91,26 @@ def test_run_writes_checkpoint_metrics_and_plot(tiny_run):
     assert os.path.getsize(os.path.join(workdir, run_log.PLOT_FILE)) > 1000
 
 
-def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
+def _interrupted_copy(tiny_run, tmp_path):
+    """A copy of the TINY run whose log has a line after its checkpoint and a torn last line (killed mid-write)."""
     workdir, _, _ = tiny_run
     shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
-    with open(tmp_path / run_log.METRICS_FILE, "a") as f:  # a line written after the checkpoint, then killed
+    with open(tmp_path / run_log.METRICS_FILE, "a") as f:
         f.write(json.dumps({"step": 320, "eval/episode_reward": 0.0}) + "\n" + '{"step": 4')
 
+
+def test_resume_refuses_what_it_cannot_continue(tiny_run, tmp_path):
+    _interrupted_copy(tiny_run, tmp_path)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         ppo.train(TINY, tmp_path)
     with pytest.raises(ValueError, match=r"cannot resume .*learning_rate: 0\.0003 -> 0\.001"):
         ppo.train(dataclasses.replace(TINY, learning_rate=1e-3, num_timesteps=320), tmp_path, resume=True)
     assert ppo.train(TINY, tmp_path, resume=True) == os.path.join(tmp_path, "checkpoints", "160")  # nothing to do
 
+
+@pytest.mark.slow  # a second ppo.train traces the env again (Brax rebuilds its functions): 2-5 min on 2 cores
+def test_resume_continues_from_last_checkpoint(tiny_run, tmp_path):
+    _interrupted_copy(tiny_run, tmp_path)
     path = ppo.train(dataclasses.replace(TINY, num_timesteps=320), tmp_path, resume=True)
     assert path == os.path.join(tmp_path, "checkpoints", "320")
     # The normaliser continued from the checkpoint (a fresh one would have counted 160).

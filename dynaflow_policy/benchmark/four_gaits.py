@@ -1,6 +1,6 @@
 """Section 6 of the benchmark: controllers of the four gaits, per gait and switching gait mid-episode.
 
-Per gait (the gaits a controller was trained on; all four for DynaFlow), the
+Per gait (the gaits a controller was trained on, its ``gaits``), the
 closed loop of :data:`GAIT_COMMAND` from the env's resting start, with the
 metrics of :func:`dynaflow_policy.closed_loop.command_result` (contact-pattern
 score: :func:`envs.task.gait_sync` against the gait in force, after the first
@@ -8,7 +8,7 @@ second). Then :data:`SWITCH_SCENARIO`, trot -> pace -> bound -> pronk -> trot,
 3 s each: the contact-pattern score of each segment after a
 :data:`TRANSITION_SECONDS` transition.
 
-The contact timelines (:func:`contact_timelines`) show each gait's first
+The contact timelines (``GaitSection.timelines``) show each gait's first
 episode against the schedule of the gait clock (:func:`envs.task.scheduled_contact`
 from phase 0, the env's phase at reset); :func:`contact_figure` draws them.
 """

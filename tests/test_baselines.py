@@ -25,6 +25,7 @@ from dynaflow_policy.baselines.state_flow import sample_states
 from dynaflow_policy.checkpoint import META_FILE, STATE_FILE, CheckpointError
 from dynaflow_policy.configs import DiTTrainConfig, conditioning
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
+from dynaflow_policy.data.pool import load_windows
 from dynaflow_policy.data.schema import save_dataset
 from dynaflow_policy.frames import _turn, to_heading_frame
 from dynaflow_policy.model import DiT1d
@@ -173,10 +174,14 @@ def test_sampled_states_start_at_x0(run, dataset):
 def test_checkpoint_round_trip(run, tmp_path):
     ckpt = baseline_train.load_checkpoint(run[0])
     assert ckpt.step == FLOW_STEPS and ckpt.path.endswith(os.path.join("checkpoints", str(FLOW_STEPS)))
+    assert ckpt.gaits == load_windows(ckpt.config.train)[0].gaits  # the gaits of the training trajectories
     path = baseline_train.save_checkpoint(tmp_path, ckpt.state, ckpt.inverse_dynamics, ckpt.normalizer,
-                                          ckpt.config, ckpt.report)
+                                          ckpt.config, ckpt.report, gaits=["trot"])
     again = baseline_train.load_checkpoint(path)
     assert again.config == ckpt.config and again.report == ckpt.report and again.step == ckpt.step
+    assert again.gaits == ("trot",)
+    with pytest.raises(ValueError, match="trot"):
+        StateFlowIDPolicy.from_checkpoint(path).gait = "pace"  # it refuses the gaits its data did not have
     meta = checkpoint.read_meta(path)
     assert meta[checkpoint.KIND_KEY] == "state_flow" and "model" not in meta
     assert again.policy_defaults == {"execute_steps": 4, "ode_steps": ckpt.flow.ode_steps}
@@ -309,6 +314,7 @@ def test_exported_checkpoint_acts_identically(run, dataset, tmp_path):
     full = baseline_train.load_checkpoint(run[0])
     shipped = baseline_train.load_checkpoint(out)
     assert shipped.state is None and shipped.step == full.step and shipped.report == full.report
+    assert shipped.gaits == full.gaits is not None
     assert checkpoint.checkpoint_kind(out) == "state_flow"
     assert shipped.policy_defaults == checkpoint.read_meta(out)["policy"] == {"execute_steps": 2,
                                                                               "ode_steps": full.flow.ode_steps}

@@ -153,7 +153,7 @@ def test_ensemble_averages_what_the_overlapping_plans_planned_for_each_step(ckpt
     ens = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=2, seed=7, ensemble=3)
     plans, expected, got = [], [], []
     for k in range(9):
-        a = plain.act(obs)
+        plain.act(obs)
         if k % 2 == 0:
             plans.append((k, plain.last_actions.copy()))
         covering = [U[k - made] for made, U in plans[-3:] if k - made < H]

@@ -40,6 +40,7 @@ from dynaflow_policy.frames import from_heading_frame, to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.policy import RecedingHorizonPolicy, pad_rows, padded_size
+from envs.task import GAITS
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,6 +71,7 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
       seed: seed of the sampling noise; :meth:`reset` restarts the sequence.
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
+      gaits: the gaits of the training data; the others are refused (ValueError naming these).
 
     Attributes:
       command, gait: settable overrides (None: read from each observation), as for ``DynaFlowPolicy``.
@@ -79,9 +81,10 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
 
     def __init__(self, params: Any, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer,
                  inverse_dynamics: InverseDynamics, *, execute_steps: int, ode_steps: int | None = None,
-                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None):
+                 seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None,
+                 gaits: Sequence[str] = GAITS):
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
-                         command=command, gait=gait)
+                         command=command, gait=gait, gaits=gaits)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
         self.normalizer = normalizer
@@ -94,7 +97,8 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
         Args:
           path: a step directory, a ``checkpoints`` directory or a work directory.
           **overrides: the constructor's keyword arguments (``execute_steps``, ``ode_steps``, ``seed``, ...);
-            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``.
+            ``execute_steps`` and ``ode_steps`` default to the checkpoint's ``policy_defaults``, ``gaits`` to
+            the gaits it records (all four when it records none).
 
         Raises:
           CheckpointError: missing, truncated or corrupt checkpoint, one made for another physics config,
@@ -102,7 +106,7 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
         """
         ckpt = load_checkpoint(path)
         return cls(ckpt.ema_params, ckpt.dit, ckpt.flow, ckpt.normalizer, ckpt.inverse_dynamics,
-                   **{**ckpt.policy_defaults, **overrides})
+                   **{**ckpt.policy_defaults, "gaits": ckpt.gaits or GAITS, **overrides})
 
     @property
     def last_states(self) -> np.ndarray | None:

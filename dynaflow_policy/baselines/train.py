@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Sequence
 
 import flax.serialization
 import jax
@@ -48,7 +48,8 @@ from dynaflow_policy.data.pool import NO_DATASET, WindowPool, fit_normalizer, lo
 from dynaflow_policy.metrics import action_recovery_rmse
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.run_log import METRICS_FILE, MetricsDict, MetricsLog, ProgressFn
-from dynaflow_policy.train_state import EMA_ONLY, POLICY_KEY, TrainState, checkpoint_meta, read_policy_defaults
+from dynaflow_policy.train_state import (EMA_ONLY, POLICY_KEY, TrainState, checkpoint_meta, gaits_meta, read_gaits,
+                                         read_policy_defaults)
 from envs.physics import PHYSICS
 
 KIND = "state_flow"
@@ -112,6 +113,8 @@ class BaselineCheckpoint:
       path: the directory it was read from.
       policy_defaults: the controller defaults ``{"execute_steps": int, "ode_steps": int}``, as
         ``dynaflow_policy.train_state.Checkpoint.policy_defaults``.
+      gaits: the gaits of the training data, or None when the checkpoint does not record them (as
+        ``dynaflow_policy.train_state.Checkpoint.gaits``).
     """
 
     ema_params: Any
@@ -123,6 +126,7 @@ class BaselineCheckpoint:
     step: int
     path: str
     policy_defaults: dict[str, int]
+    gaits: tuple[str, ...] | None = None
 
     @property
     def dit(self) -> DiTConfig:
@@ -133,17 +137,21 @@ class BaselineCheckpoint:
         return self.config.train.flow
 
 
-def _checkpoint_meta(normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> dict[str, Any]:
+def _checkpoint_meta(normalizer: Normalizer, config: BaselineConfig, report: dict[str, float],
+                     gaits: Sequence[str] | None) -> dict[str, Any]:
     return {**checkpoint_meta(KIND, config.train.dit_config, config.train.flow, normalizer),
-            "baseline_config": config.to_dict(), "report": report}
+            "baseline_config": config.to_dict(), "report": report, **gaits_meta(gaits)}
 
 
 def save_checkpoint(directory: str | os.PathLike, state: TrainState, inverse_dynamics: InverseDynamics,
-                    normalizer: Normalizer, config: BaselineConfig, report: dict[str, float]) -> str:
-    """Writes ``<directory>/<state.step>/`` with ``dynaflow_policy.checkpoint.save``; returns its path."""
+                    normalizer: Normalizer, config: BaselineConfig, report: dict[str, float],
+                    gaits: Sequence[str] | None = None) -> str:
+    """Writes ``<directory>/<state.step>/`` with ``dynaflow_policy.checkpoint.save``; returns its path.
+
+    ``gaits``: the gaits of the training data, recorded so that the controller refuses the others."""
     arrays = {"flow": flax.serialization.to_state_dict(state),
               "inverse_dynamics": flax.serialization.to_state_dict(inverse_dynamics)}
-    return checkpoint.save(directory, int(state.step), arrays, _checkpoint_meta(normalizer, config, report),
+    return checkpoint.save(directory, int(state.step), arrays, _checkpoint_meta(normalizer, config, report, gaits),
                            keep=config.train.keep_checkpoints)
 
 
@@ -163,7 +171,8 @@ def export_policy(source: str | os.PathLike, out: str | os.PathLike, execute_ste
     policy = policy_defaults(execute_steps, ode_steps, ckpt.config.train.horizon, ckpt.config.train.flow)
     arrays = {"ema_params": flax.serialization.to_state_dict(ckpt.ema_params),
               "inverse_dynamics": flax.serialization.to_state_dict(ckpt.inverse_dynamics)}
-    meta = {**_checkpoint_meta(ckpt.normalizer, ckpt.config, ckpt.report), "contents": EMA_ONLY, POLICY_KEY: policy}
+    meta = {**_checkpoint_meta(ckpt.normalizer, ckpt.config, ckpt.report, ckpt.gaits), "contents": EMA_ONLY,
+            POLICY_KEY: policy}
     return checkpoint.save_single(out, ckpt.step, arrays, meta)
 
 
@@ -206,7 +215,8 @@ def load_checkpoint(path: str | os.PathLike) -> BaselineCheckpoint:
     return BaselineCheckpoint(ema_params=ema_params, state=state, inverse_dynamics=inverse, normalizer=normalizer,
                               config=config, report=report, step=int(meta["step"]), path=path,
                               policy_defaults=read_policy_defaults(meta, config.train.horizon, config.train.flow,
-                                                                   path))
+                                                                   path),
+                              gaits=read_gaits(meta, path))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -306,7 +316,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
         inverse, report = collect_and_fit_inverse_dynamics(train_pool, config, log)
         normalizer = fit_normalizer(train_pool, config.train)
         state = jax.tree.map(np.asarray, jax.jit(lambda: state_flow.init_state(config.train))())
-        save_checkpoint(ckpt_dir, state, inverse, normalizer, config, report)
+        save_checkpoint(ckpt_dir, state, inverse, normalizer, config, report, train_pool.gaits)
     metrics_file = MetricsLog(os.path.join(workdir, METRICS_FILE))
     metrics_file.truncate_after(int(state.step))
 
@@ -317,7 +327,7 @@ def train_baseline(config: BaselineConfig, workdir: str | os.PathLike, progress_
 
     state, summary = state_flow.fit(
         config.train, state, normalizer, train_pool, held_pool, progress_fn=progress,
-        save_fn=lambda s: save_checkpoint(ckpt_dir, s, inverse, normalizer, config, report))
+        save_fn=lambda s: save_checkpoint(ckpt_dir, s, inverse, normalizer, config, report, train_pool.gaits))
     return {**report, **{f"state_flow/{k}": v for k, v in summary.items()}, "state_flow/step": float(state.step)}
 
 

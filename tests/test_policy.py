@@ -277,8 +277,10 @@ def test_a_checkpoint_refuses_gaits_its_data_did_not_have(obs, tmp_path):
 
 
 def test_shipped_checkpoints_record_their_data_gaits():
-    """The expert-data controller saw only trot; the kinematic one all four gaits."""
+    """The expert-data controllers saw only trot; the kinematic one all four gaits."""
+    from dynaflow_policy.baselines.train import load_checkpoint as load_baseline
     from dynaflow_policy.train_state import load_checkpoint
 
     assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_expert")).gaits == ("trot",)
+    assert load_baseline(os.path.join(REPO, "checkpoints", "state_flow_go1_expert")).gaits == ("trot",)
     assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_kinematic")).gaits == envs.GAITS

@@ -133,6 +133,8 @@ def test_ppo_expert_batches_bit_identically_and_names_bad_rows(observations):
 
 def test_state_flow_baseline_batches_like_separate_policies(observations):
     path = os.path.join(SHIPPED, "state_flow_go1_expert")
+    observations = observations.copy()
+    observations[..., 40:44] = np.eye(4)[0]  # the trot, the only gait of this baseline's data
     policy = load_policy(path, execute_steps=2, seed=1)
     batched = _run(policy, observations, 3, row=2)
     assert batched.shape == (T, N, 12) and policy.last_states.shape == (N, 17, 37)

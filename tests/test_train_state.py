@@ -43,7 +43,7 @@ def test_every_writer_names_its_kind(run_dir, tmp_path):
     ppo_meta = ppo._checkpoint_meta(ppo.PPOConfig(), 1, {})
     assert ppo_meta[checkpoint.KIND_KEY] == "ppo" and checkpoint.kind_of_meta(ppo_meta) == "ppo"
     baseline_meta = baseline_train._checkpoint_meta(train_state.load_checkpoint(run_dir).normalizer,
-                                                    baseline_train.BaselineConfig(), {})
+                                                    baseline_train.BaselineConfig(), {}, ("trot",))
     assert baseline_meta[checkpoint.KIND_KEY] == "state_flow" and "model" not in baseline_meta
     with pytest.raises(ValueError, match="kind must be one of"):
         train_state.checkpoint_meta("ppo-expert", TrainConfig().dit_config, FlowConfig(),

@@ -157,3 +157,22 @@ def test_each_gait_is_evaluated_within_its_ranges():
         commands = np.array(list(gait_commands(gait).values()))
         assert commands.shape == (5, 3) and np.all(commands >= low - 1e-6) and np.all(commands <= high + 1e-6)
     assert gait_commands("trot")["vx 1.5"] == (1.5, 0.0, 0.0)
+
+
+GAITS_EXPERT = "checkpoints/ppo_go1_gaits"
+
+
+def test_shipped_four_gait_expert_switches_gait_mid_episode_without_falling():
+    """trot -> pace -> bound -> pronk -> trot, 3 s each: every segment keeps its contact pattern after 0.5 s."""
+    from dynaflow_policy.benchmark.four_gaits import SWITCH_SCENARIO, SWITCH_SECONDS, switching_segments
+    from dynaflow_policy.closed_loop import run_episode
+
+    expert = load_expert(GAITS_EXPERT)
+    assert expert.gaits == task.GAITS and expert.clocked
+    env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(SWITCH_SECONDS / PHYSICS.ctrl_dt)))
+    episode = run_episode(env, expert, SWITCH_SCENARIO, SWITCH_SECONDS, 0)
+    env.close()
+    assert not episode["fell"]
+    rows = switching_segments([episode])
+    assert [r["gait"] for r in rows] == ["trot", "pace", "bound", "pronk", "trot"]
+    assert all(r["contact_pattern"] >= 0.8 for r in rows), rows

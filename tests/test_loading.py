@@ -20,7 +20,7 @@ SHIPPED = os.path.join(REPO, "checkpoints")
 
 @pytest.mark.parametrize("name, cls", [("dynaflow_go1_expert", DynaFlowPolicy),
                                        ("state_flow_go1_expert", StateFlowIDPolicy),
-                                       ("ppo_go1_trot", PPOExpert)])
+                                       ("ppo_go1_trot", PPOExpert), ("ppo_go1_gaits", PPOExpert)])
 def test_each_shipped_checkpoint_gives_its_controller(name, cls):
     policy = load_policy(os.path.join(SHIPPED, name))
     assert type(policy) is cls

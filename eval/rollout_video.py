@@ -3,8 +3,10 @@
     MUJOCO_GL=egl python eval/rollout_video.py
 
 With no arguments it runs the shipped controller (``--controller auto``: the
-DynaFlow checkpoint ``checkpoints/dynaflow_go1_expert`` once it ships, the
-PPO expert ``checkpoints/ppo_go1_trot`` until then) for 10 s under a
+DynaFlow checkpoint ``checkpoints/dynaflow_go1_expert`` where it exists, else the
+PPO expert ``checkpoints/ppo_go1_trot``; for ``--gait pace``, ``bound`` or
+``pronk``, the four-gait ones, ``checkpoints/dynaflow_go1_gaits`` or
+``checkpoints/ppo_go1_gaits``) for 10 s under a
 changing command (walk, walk faster, turn, stop), writes
 ``outputs/go1_rollout.mp4`` from the tracking camera and prints the path and
 the closed-loop metrics. Other options: ``--command VX VY YAW`` (fixed),
@@ -32,7 +34,7 @@ SHIPPED = {"dynaflow": os.path.join(REPO, "checkpoints", "dynaflow_go1_expert"),
            "ppo": os.path.join(REPO, "checkpoints", "ppo_go1_trot")}
 SHIPPED_GAITS = {"dynaflow": os.path.join(REPO, "checkpoints", "dynaflow_go1_gaits"),
                  "ppo": os.path.join(REPO, "checkpoints", "ppo_go1_gaits")}
-"""The four-gait checkpoints ``--grid`` runs."""
+"""The four-gait checkpoints ``--grid`` and a ``--gait`` other than the trot run."""
 SCHEDULE: tuple[tuple[float, tuple[float, float, float]], ...] = (
     (0.0, (0.3, 0.0, 0.0)),
     (3.0, (0.8, 0.0, 0.0)),
@@ -82,7 +84,7 @@ class _Stand:
 
 def _controller(cfg: VideoConfig):
     """(controller, description) for ``cfg.controller``."""
-    shipped = SHIPPED_GAITS if cfg.grid else SHIPPED
+    shipped = SHIPPED_GAITS if cfg.grid or cfg.gait != "trot" else SHIPPED  # the trot-only ones know no other
     kind = cfg.controller
     if kind == "auto":
         kind = "dynaflow" if os.path.isdir(shipped["dynaflow"]) else "ppo"

@@ -14,6 +14,7 @@ from envs import task
 from envs.physics import PHYSICS
 
 TROT_EXPERT = "checkpoints/ppo_go1_trot"
+GAITS_EXPERT = "checkpoints/ppo_go1_gaits"
 
 
 def test_schedule_follows_the_phase_groups():
@@ -157,9 +158,6 @@ def test_each_gait_is_evaluated_within_its_ranges():
         commands = np.array(list(gait_commands(gait).values()))
         assert commands.shape == (5, 3) and np.all(commands >= low - 1e-6) and np.all(commands <= high + 1e-6)
     assert gait_commands("trot")["vx 1.5"] == (1.5, 0.0, 0.0)
-
-
-GAITS_EXPERT = "checkpoints/ppo_go1_gaits"
 
 
 def test_shipped_four_gait_expert_switches_gait_mid_episode_without_falling():

@@ -51,6 +51,18 @@ def test_held_commands_hold_then_ramp_smoothly():
     assert set(nonzero.tolist()) == {1, 3}  # pure single-axis commands and combined ones
 
 
+def test_edge_knots_sit_near_the_ends_of_the_ranges():
+    cfg = C.CollectConfig(command_knot_seconds=1.0, command_transition_seconds=0.5, edge_probability=1.0,
+                          stand_probability=0.0)
+    knots = C.command_schedule(np.random.default_rng(2), 2001, cfg)[:2000:50]  # 40 held knots
+    r = CommandRanges()
+    inner = C.EDGE_FRACTION * (r.high - r.low)
+    assert np.all((knots <= r.low + inner + 1e-6) | (knots >= r.high - inner - 1e-6))
+    assert np.all((knots < 0).any(axis=0) & (knots > 0).any(axis=0))  # both ends of every component
+    with pytest.raises(ValueError, match="edge_probability"):
+        C.CollectConfig(edge_probability=1.5)
+
+
 def test_a_transition_longer_than_the_knot_interval_is_refused():
     with pytest.raises(ValueError, match="command_transition_seconds"):
         C.CollectConfig(command_knot_seconds=1.0, command_transition_seconds=2.0)

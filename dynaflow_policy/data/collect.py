@@ -67,6 +67,8 @@ SWING_PAIRS: dict[str, tuple[int, int]] = {"FR_RL": (0, 3), "FL_RR": (1, 2)}
 """The trot's diagonal foot pairs, as indices into the foot order FR, FL, RR, RL."""
 SWING_LIFT = 0.02
 """Rise (m) of a foot site above its starting height that counts as a swing."""
+EDGE_FRACTION = 0.3
+"""Fraction of a command range's width, at each end, that ``CollectConfig.edge_probability`` draws from."""
 
 
 def first_swing(states: np.ndarray, physics: PhysicsConfig = PHYSICS) -> str | None:
@@ -109,6 +111,10 @@ class CollectConfig:
     data holds pure forward or backward walking, pure sideways walking and turning in place."""
     stand_probability: float = 0.1
     """Probability that a knot is the zero command."""
+    edge_probability: float = 0.0
+    """Probability that a knot is drawn from the ends of the ranges instead: each component uniform in
+    the outer :data:`EDGE_FRACTION` of its range's width, at the low or the high end (the commands a
+    uniform draw rarely reaches; drawn before ``stand_probability`` and ``single_axis_probability``)."""
     init_joint_noise: float = INIT_JOINT_NOISE
     """Initial joint angles: home +- U(this) rad, clipped to the joint ranges."""
     init_linvel_std: float = 0.2
@@ -144,6 +150,8 @@ class CollectConfig:
                              f"{self.command_knot_seconds}], got {self.command_transition_seconds}")
         if not 0.0 <= self.single_axis_probability <= 1.0:
             raise ValueError(f"single_axis_probability must be in [0, 1], got {self.single_axis_probability}")
+        if not 0.0 <= self.edge_probability <= 1.0:
+            raise ValueError(f"edge_probability must be in [0, 1], got {self.edge_probability}")
         if not 0.0 <= self.stand_probability <= 1.0:
             raise ValueError(f"stand_probability must be in [0, 1], got {self.stand_probability}")
         if not 0.0 < self.max_fall_fraction < 1.0:
@@ -167,7 +175,8 @@ def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConf
     """Random commands that change smoothly (C1, no jumps).
 
     Knots are drawn every ``config.command_knot_seconds``: uniform in the command
-    ranges, zero with probability ``stand_probability``, and reduced to one
+    ranges (near their ends with probability ``edge_probability``), zero with
+    probability ``stand_probability``, and reduced to one
     component with probability ``single_axis_probability``. The command holds
     knot i and then follows a cosine ramp to knot i + 1 over the last
     ``command_transition_seconds`` of the interval (over all of it when None).
@@ -183,6 +192,11 @@ def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConf
     n_knots = int(math.ceil((n_steps - 1) / knot_steps)) + 1
     ranges = config.command_ranges
     knots = rng.uniform(ranges.low, ranges.high, (n_knots, COMMAND_DIM))
+    if config.edge_probability > 0:  # drawn only when asked for: other datasets keep their random stream
+        edge = rng.random(n_knots) < config.edge_probability  # (K,)
+        depth = rng.uniform(0.0, EDGE_FRACTION, (n_knots, COMMAND_DIM)) * (ranges.high - ranges.low)
+        at_high = rng.random((n_knots, COMMAND_DIM)) < 0.5
+        knots[edge] = np.where(at_high, ranges.high - depth, ranges.low + depth)[edge]
     knots[rng.random(n_knots) < config.stand_probability] = 0.0
     if config.single_axis_probability > 0:  # drawn only when asked for: other datasets keep their random stream
         single = rng.random(n_knots) < config.single_axis_probability  # (K,)
@@ -364,8 +378,9 @@ _HOLDING_COMMANDS = dict(command_knot_seconds=3.0, command_transition_seconds=0.
 a window's first command is then told the command of the whole window in most windows."""
 _AT_REST = dict(seconds=0.5, init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0, **_HOLDING_COMMANDS)
 
-def _four_gaits(seed: int, walk: int, rest: int, settled: int) -> dict[str, CollectConfig]:
-    """Per gait: walking under held commands over the gait's own ranges, starts from rest, settled starts."""
+def _four_gaits(seed: int, walk: int, rest: int, settled: int, edges: int) -> dict[str, CollectConfig]:
+    """Per gait: walking under held commands over the gait's own ranges, starts from rest, settled starts, and
+    walking under commands near the ends of the ranges (fast, backward, sideways, sharp turns)."""
     parts = {}
     for i, gait in enumerate(GAITS):
         ranges = dict(gait=gait, command_ranges=GAIT_COMMAND_RANGES[gait])
@@ -376,6 +391,9 @@ def _four_gaits(seed: int, walk: int, rest: int, settled: int) -> dict[str, Coll
         if settled:
             parts[f"{gait}_settled"] = CollectConfig(trajectories=settled, seed=seed + 10 * i + 2,
                                                      settle_seconds=0.4, **ranges, **_AT_REST)
+        if edges:
+            parts[f"{gait}_edges"] = CollectConfig(trajectories=edges, seed=seed + 10 * i + 3, edge_probability=1.0,
+                                                   **ranges, **_HOLDING_COMMANDS)
     return parts
 
 
@@ -389,8 +407,8 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
     "expert-heldout": {
         "walk": CollectConfig(trajectories=32, seed=77, **_HOLDING_COMMANDS),
     },
-    "gaits": _four_gaits(seed=100, walk=100, rest=300, settled=100),
-    "gaits-heldout": _four_gaits(seed=177, walk=16, rest=0, settled=0),
+    "gaits": _four_gaits(seed=100, walk=100, rest=300, settled=100, edges=40),
+    "gaits-heldout": _four_gaits(seed=177, walk=16, rest=0, settled=0, edges=0),
 }
 """Named training sets, each a few files (``<out>/<part>.npz``) that together make one recipe's data.
 
@@ -399,7 +417,8 @@ sideways, turning and combinations), plus starts from rest and from the settled 
 Gymnasium env resets the robot at rest; the expert never stands still, so walking data has no such
 state). ``expert-heldout``: walking made with another seed, for evaluation. ``gaits`` and
 ``gaits-heldout``: the same for each of the four gaits, from the four-gait expert, each gait over its own
-command ranges (``envs.task.GAIT_COMMAND_RANGES``). ``--seed S`` adds S to every part's seed."""
+command ranges (``envs.task.GAIT_COMMAND_RANGES``); ``gaits`` adds walking under commands near the
+ends of each gait's ranges (``<gait>_edges``). ``--seed S`` adds S to every part's seed."""
 PRESET_EXPERTS: dict[str, str] = {"gaits": GAITS_EXPERT, "gaits-heldout": GAITS_EXPERT}
 """The expert of each preset that is not made by :data:`DEFAULT_EXPERT`."""
 

@@ -15,6 +15,7 @@ from envs.physics import PHYSICS
 
 TROT_EXPERT = "checkpoints/ppo_go1_trot"
 GAITS_EXPERT = "checkpoints/ppo_go1_gaits"
+GAITS_DYNAFLOW = "checkpoints/dynaflow_go1_gaits"
 
 
 def test_schedule_follows_the_phase_groups():
@@ -160,15 +161,17 @@ def test_each_gait_is_evaluated_within_its_ranges():
     assert gait_commands("trot")["vx 1.5"] == (1.5, 0.0, 0.0)
 
 
-def test_shipped_four_gait_expert_switches_gait_mid_episode_without_falling():
+@pytest.mark.parametrize("path", [GAITS_EXPERT, GAITS_DYNAFLOW])
+def test_shipped_four_gait_controllers_switch_gait_mid_episode_without_falling(path):
     """trot -> pace -> bound -> pronk -> trot, 3 s each: every segment keeps its contact pattern after 0.5 s."""
+    from dynaflow_policy import load_policy
     from dynaflow_policy.benchmark.four_gaits import SWITCH_SCENARIO, SWITCH_SECONDS, switching_segments
     from dynaflow_policy.closed_loop import run_episode
 
-    expert = load_expert(GAITS_EXPERT)
-    assert expert.gaits == task.GAITS and expert.clocked
+    controller = load_policy(path)
+    assert tuple(controller.gaits) == task.GAITS and (path != GAITS_EXPERT or controller.clocked)
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(SWITCH_SECONDS / PHYSICS.ctrl_dt)))
-    episode = run_episode(env, expert, SWITCH_SCENARIO, SWITCH_SECONDS, 0)
+    episode = run_episode(env, controller, SWITCH_SCENARIO, SWITCH_SECONDS, 0)
     env.close()
     assert not episode["fell"]
     rows = switching_segments([episode])

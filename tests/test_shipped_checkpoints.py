@@ -16,6 +16,7 @@ CKPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 @pytest.mark.parametrize("name, load", [("dynaflow_go1_expert", DynaFlowPolicy.from_checkpoint),
                                         ("dynaflow_go1_kinematic", DynaFlowPolicy.from_checkpoint),
+                                        ("dynaflow_go1_gaits", DynaFlowPolicy.from_checkpoint),
                                         ("state_flow_go1_expert", StateFlowIDPolicy.from_checkpoint),
                                         ("ppo_go1_trot", load_expert), ("ppo_go1_gaits", load_expert)])
 def test_shipped_checkpoint_acts(name, load):

@@ -18,7 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "checkpoints")
 
 
-@pytest.mark.parametrize("name, cls", [("dynaflow_go1_expert", DynaFlowPolicy), ("dynaflow_go1_gaits", DynaFlowPolicy),
+@pytest.mark.parametrize("name, cls", [("dynaflow_go1_expert", DynaFlowPolicy),
+                                       ("dynaflow_go1_gaits", DynaFlowPolicy),
                                        ("state_flow_go1_expert", StateFlowIDPolicy),
                                        ("ppo_go1_trot", PPOExpert), ("ppo_go1_gaits", PPOExpert)])
 def test_each_shipped_checkpoint_gives_its_controller(name, cls):

@@ -51,8 +51,8 @@ def test_every_writer_names_its_kind(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name, kind", [("dynaflow_go1_expert", "dynaflow"), ("dynaflow_go1_kinematic", "dynaflow"),
-                                        ("dynaflow_go1_gaits", "dynaflow"), ("state_flow_go1_expert", "state_flow"), ("ppo_go1_trot", "ppo"),
-                                        ("ppo_go1_gaits", "ppo")])
+                                        ("dynaflow_go1_gaits", "dynaflow"), ("state_flow_go1_expert", "state_flow"),
+                                        ("ppo_go1_trot", "ppo"), ("ppo_go1_gaits", "ppo")])
 def test_shipped_checkpoints_keep_their_kind_and_arrays(name, kind):
     """The legacy markers still name the kind; the loaders return the stored arrays bit for bit."""
     path = os.path.join(CKPT, name)

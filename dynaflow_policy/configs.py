@@ -23,10 +23,12 @@ import jax.numpy as jnp
 import tyro
 
 from envs.physics import ACTION_DIM, STATE_DIM
-from envs.task import COMMAND_DIM, GAITS
+from envs.task import CLOCK_DIM, COMMAND_DIM, GAITS, gait_clock
 
 COND_DIM = COMMAND_DIM + len(GAITS)  # 3 + 4
 """Width of the conditioning vector c: velocity command (vx, vy, yaw rate) ++ gait one-hot."""
+CLOCK_COND_DIM = COND_DIM + CLOCK_DIM  # 7 + 8
+"""Width of c with the gait clock (``FlowConfig.gait_clock``): command ++ gait one-hot ++ ``envs.task.gait_clock``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,7 @@ class DiTConfig:
       horizon: H, actions per window; the model reads H+1 state tokens.
       state_dim: width of a state token, 37 (``envs.physics.STATE_DIM``).
       action_dim: width of an action, 12 (``envs.physics.ACTION_DIM``).
-      cond_dim: width of c, 3 command + 4 gait one-hot = 7.
+      cond_dim: width of c, 3 command + 4 gait one-hot = 7 (15 with the gait clock: ``FlowConfig.cond_dim``).
       time_freq_dim: number of sinusoidal features of the flow time t (even).
     """
 
@@ -106,6 +108,11 @@ class FlowConfig:
         data pipeline and the policy read this flag and transform before and after.
       state_weights: per-dimension loss weights (37,), or None for uniform weights.
         Row 0 (the given x0) is always masked out on top of these.
+      gait_clock: also condition on the gait clock (``envs.task.gait_clock`` of the gait phase at the
+        window's first state: sine and cosine of each foot's phase), so that the model knows which feet
+        the gait wants in the air next instead of inferring it from the state (ambiguous at rest). The
+        data must store the phase (``Dataset.phase``; the kinematic gaits do); the controller runs its
+        own clock from 0 at each reset.
     """
 
     ode_steps: int = 1
@@ -113,6 +120,12 @@ class FlowConfig:
     noise_scale: float = 1.0
     heading_frame: bool = True
     state_weights: tuple[float, ...] | None = None
+    gait_clock: bool = False
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the conditioning c: :data:`COND_DIM`, or :data:`CLOCK_COND_DIM` with the gait clock."""
+        return CLOCK_COND_DIM if self.gait_clock else COND_DIM
 
     def __post_init__(self) -> None:
         if not isinstance(self.ode_steps, int) or self.ode_steps < 1:
@@ -130,19 +143,23 @@ class FlowConfig:
                 raise ValueError(f"FlowConfig.state_weights must be >= 0 and not all 0, got {self.state_weights}")
 
 
-def conditioning(command, gait, xp=jnp):
-    """c = command (vx, vy, yaw rate) ++ gait one-hot.
+def conditioning(command, gait, xp=jnp, phase=None):
+    """c = command (vx, vy, yaw rate) ++ gait one-hot [++ gait clock].
 
     Args:
       command: (B, 3) velocity commands.
       gait: (B,) int gait indices into ``envs.task.GAITS``.
       xp: ``jax.numpy`` or ``numpy``.
+      phase: (B,) gait phases in [0, 1) for a model with ``FlowConfig.gait_clock``, else None.
 
     Returns:
-      (B, 7) conditioning, dtype of ``command``.
+      (B, 7) conditioning, or (B, 15) with ``phase``; dtype of ``command``.
     """
-    return xp.concatenate([command,  # 3
-                           xp.eye(len(GAITS), dtype=command.dtype)[gait]], axis=-1)  # 4
+    parts = [command,  # 3
+             xp.eye(len(GAITS), dtype=command.dtype)[gait]]  # 4
+    if phase is not None:
+        parts.append(gait_clock(phase, gait, xp).astype(command.dtype))  # 8
+    return xp.concatenate(parts, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,11 +242,16 @@ class DiTTrainConfig:
             raise ValueError(f"{name}.model must be 'small', 'medium' or 'large', got {self.model!r}")
         if self.dit is not None and self.dit.horizon != self.horizon:
             raise ValueError(f"{name}.dit.horizon must equal {name}.horizon={self.horizon}, got {self.dit.horizon}")
+        if self.dit is not None and self.dit.cond_dim != self.flow.cond_dim:
+            raise ValueError(f"{name}.dit.cond_dim must be {self.flow.cond_dim} (flow.gait_clock="
+                             f"{self.flow.gait_clock}), got {self.dit.cond_dim}")
 
     @property
     def dit_config(self) -> DiTConfig:
-        """The DiT config in use: ``dit``, or the ``model`` preset with ``horizon``."""
-        return self.dit if self.dit is not None else getattr(DiTConfig, self.model)(horizon=self.horizon)
+        """The DiT config in use: ``dit``, or the ``model`` preset with ``horizon`` and the flow's ``cond_dim``."""
+        if self.dit is not None:
+            return self.dit
+        return getattr(DiTConfig, self.model)(horizon=self.horizon, cond_dim=self.flow.cond_dim)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""

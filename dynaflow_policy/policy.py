@@ -38,6 +38,11 @@ gradient here, so it runs in native MuJoCo (float64,
 differentiable float32 rollout used in training). ``tests/test_policy.py``
 checks that this equals :func:`dynaflow_policy.flow.sample` on the same noise.
 The network runs with the EMA weights.
+
+Gait clock. Every environment has a gait phase that starts at 0 at its reset
+and advances by one control step per ``act``; a model trained with
+``FlowConfig.gait_clock`` (on data that stores the phase, the kinematic gaits)
+is conditioned on it, so it knows which feet to lift next even from rest.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from dynaflow_policy.observations import GAIT_SLICE, check_observation, check_tr
 from dynaflow_policy.train_state import load_checkpoint
 from envs.native import NativeGo1
 from envs.physics import ACTION_DIM, BASE_QUAT, PHYSICS, STATE_DIM, PhysicsConfig
-from envs.task import COMMAND_DIM, GAITS, gait_index
+from envs.task import COMMAND_DIM, GAITS, advance_phase, gait_index
 
 
 @functools.lru_cache(maxsize=8)
@@ -168,6 +173,16 @@ class RecedingHorizonPolicy:
     # ------------------------------------------------------------------------------- per-environment state
 
     @property
+    def phase(self) -> float | np.ndarray | None:
+        """The gait clock of each environment (cycles in [0, 1)): 0 at a reset, advanced one control step
+        (``envs.task.advance_phase`` of the gait in force) per :meth:`act`; a float after single
+        observations, (N,) after batches, None before the first. A model trained with
+        ``FlowConfig.gait_clock`` is conditioned on it."""
+        if self._phase is None:
+            return None
+        return float(self._phase[0]) if self._single else self._phase.copy()
+
+    @property
     def num_envs(self) -> int | None:
         """N, the environments this policy controls since its last full :meth:`reset` (None before any)."""
         return None if self._keys is None else len(self._keys)
@@ -194,7 +209,7 @@ class RecedingHorizonPolicy:
             elif seed is not None:
                 self.seed = int(seed)
             self._seeds = seeds
-            self._keys = self._plans = self._origins = self._taken = None
+            self._keys = self._plans = self._origins = self._taken = self._phase = None
             self._single = False
             if seeds is not None:
                 self._start(len(seeds))
@@ -226,14 +241,16 @@ class RecedingHorizonPolicy:
         if self._seeds is None or len(self._seeds) != n:
             self._seeds = np.full(n, self.seed, np.int64)
         self._keys = np.zeros((n, 2), np.uint32)
+        self._phase = np.zeros(n)
         self._origins = np.zeros((n, STATE_DIM))
         self._taken = np.zeros(n, np.int64)
         self._plans = None
         self._restart(np.arange(n))
 
     def _restart(self, rows: np.ndarray) -> None:
-        """Rows need a new plan; their noise streams start again at their seeds."""
+        """Rows need a new plan; their noise streams and gait clocks start again."""
         self._taken[rows] = self.execute_steps
+        self._phase[rows] = 0.0
         for i in rows:
             self._keys[i] = np.asarray(jax.random.PRNGKey(int(self._seeds[i])))
 
@@ -288,16 +305,20 @@ class RecedingHorizonPolicy:
             self._replan(rows, x[rows], command[rows], gait[rows])
         actions = self.actions(x, self._plans, self._taken)  # (N, 12)
         self._taken += 1
+        self._phase = advance_phase(self._phase, gait, PHYSICS.ctrl_dt)
         return actions[0] if single else actions
 
     __call__ = act
 
-    def plan(self, x: np.ndarray, command: Sequence[float] | np.ndarray, gait: int | np.ndarray) -> np.ndarray:
+    def plan(self, x: np.ndarray, command: Sequence[float] | np.ndarray, gait: int | np.ndarray,
+             phase: float | np.ndarray | None = None) -> np.ndarray:
         """Samples new plans for every environment from world-frame states; :meth:`act` executes them next.
 
         Args:
           x: (37,) state, or (N, 37) states of the N environments; command: (3,) or (N, 3);
             gait: an index into ``envs.task.GAITS``, or (N,) of them. The overrides do not apply.
+          phase: the gait phase in [0, 1) of each state (a float or (N,)), which sets the controllers'
+            gait clocks (:attr:`phase`); None keeps them. Only a model conditioned on the clock reads it.
 
         Returns:
           the plan (a copy): (L, D) for one state, (N, L, D) for N (subclasses say what L, D are).
@@ -308,7 +329,13 @@ class RecedingHorizonPolicy:
         """
         x, command, gait, single = self.check_plan_arguments(x, command, gait)
         check_trained_gaits([GAITS[g] for g in np.unique(gait)], self.gaits, "controller")
+        if phase is not None:
+            p = np.asarray(phase, np.float64)
+            if p.shape not in ((), (len(x),)) or not np.all((p >= 0) & (p < 1)):
+                raise ValueError(f"phase must be a gait phase in [0, 1), or {len(x)} of them, got {phase!r}")
         self._batch(len(x), single)
+        if phase is not None:
+            self._phase[:] = p
         self._replan(np.arange(len(x)), x, command, gait)
         return (self._plans[0] if single else self._plans).copy()
 
@@ -337,7 +364,7 @@ class RecedingHorizonPolicy:
     def _replan(self, rows: np.ndarray, x: np.ndarray, command: np.ndarray, gait: np.ndarray) -> None:
         """New plans for ``rows`` from their states (B, 37), commands (B, 3), gaits (B,), one :meth:`sample`."""
         keys = np.asarray(_split(self._keys[rows]))  # (B, 2, 2): (next key of the stream, key of this plan)
-        plans = self.sample(x, command, gait, keys[:, 1])
+        plans = self.sample(x, command, gait, self._phase[rows], keys[:, 1])
         if self._plans is None:
             self._plans = np.zeros((self.num_envs, *plans.shape[1:]), plans.dtype)
         self._plans[rows] = plans
@@ -351,11 +378,13 @@ class RecedingHorizonPolicy:
             return None
         return plans[0] if self._single else plans
 
-    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, phase: np.ndarray,
+               keys: np.ndarray) -> np.ndarray:
         """Plans from B world-frame states (subclasses: one batched network call).
 
         Args:
-          x: (B, 37) float64 states; command: (B, 3) float32; gait: (B,) indices; keys: (B, 2) PRNG keys.
+          x: (B, 37) float64 states; command: (B, 3) float32; gait: (B,) indices; phase: (B,) gait phases
+            (read by a model with ``flow.gait_clock``); keys: (B, 2) PRNG keys.
 
         Returns:
           (B, L, D) plans.
@@ -457,11 +486,13 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
 
     __call__ = act
 
-    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, phase: np.ndarray,
+               keys: np.ndarray) -> np.ndarray:
         """Action plans (B, H, 12) float32 from world-frame states x (B, 37), one network call per ODE step."""
         b, size = len(x), padded_size(len(x))
         x0_h = to_heading_frame(x[:, None])[:, 0] if self.flow.heading_frame else x  # (B, 37) the model's frame
-        cond = jnp.asarray(pad_rows(conditioning(command, gait, np), size))  # (P, 7)
+        cond = jnp.asarray(pad_rows(conditioning(command, gait, np, phase if self.flow.gait_clock else None),
+                                    size))  # (P, 7), or (P, 15) with the gait clock
         x_t = np.asarray(_noise(self.dit.horizon, self.flow)(
             jnp.asarray(pad_rows(keys, size)), jnp.asarray(pad_rows(self.normalizer.normalize(x0_h), size),
                                                            jnp.float32)), np.float64)  # (P, H+1, 37)

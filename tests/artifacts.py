@@ -5,7 +5,7 @@ import numpy as np
 
 import envs
 from dynaflow_policy import checkpoint
-from dynaflow_policy.configs import DiTConfig, TrainConfig
+from dynaflow_policy.configs import DiTConfig, FlowConfig, TrainConfig
 from dynaflow_policy.experts.policy import CLOCKED_POLICY_INPUTS, EXPERT_KIND, INPUT_DIMS, POLICY_INPUTS
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
@@ -13,16 +13,19 @@ from dynaflow_policy.train_state import init_train_state, save_checkpoint
 from envs.physics import ACTION_DIM
 
 
-def tiny_dit(horizon: int = 8) -> DiTConfig:
-    return DiTConfig(horizon=horizon, d_model=32, depth=1, num_heads=2)
+def tiny_dit(horizon: int = 8, **overrides) -> DiTConfig:
+    return DiTConfig(**{**dict(horizon=horizon, d_model=32, depth=1, num_heads=2), **overrides})
 
 
-def write_dynaflow_checkpoint(directory, horizon: int = 8, gaits: tuple[str, ...] | None = None) -> str:
+def write_dynaflow_checkpoint(directory, horizon: int = 8, gaits: tuple[str, ...] | None = None,
+                              gait_clock: bool = False) -> str:
     """A DynaFlow checkpoint whose EMA weights are perturbed away from the zero-initialised head (so U != 0).
 
     ``gaits``: the training data's gaits it records (None: none recorded, as in older checkpoints).
+    ``gait_clock``: a model conditioned on the gait clock too (``FlowConfig.gait_clock``).
     """
-    config = TrainConfig(horizon=horizon, dit=tiny_dit(horizon))
+    flow = FlowConfig(gait_clock=gait_clock)
+    config = TrainConfig(horizon=horizon, dit=tiny_dit(horizon, cond_dim=flow.cond_dim), flow=flow)
     state = init_train_state(config)
     leaves, treedef = jax.tree.flatten(state.ema_params)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))

@@ -263,3 +263,16 @@ def test_save_writes_exact_path(tmp_path):
     save_dataset(path, _dataset())
     assert os.listdir(tmp_path / "sub") == ["data.bin"]
     assert load_dataset(path).n_trajectories == N
+
+
+def test_gait_phase_round_trips_and_is_checked(tmp_path):
+    a = _arrays()
+    phase = np.random.default_rng(1).uniform(0, 1, (N, T)).astype(np.float32)
+    ds = Dataset(a["states"], a["commands"], a["gait"], DatasetMetadata.for_physics("test"), phase=phase)
+    save_dataset(tmp_path / "p.npz", ds)
+    np.testing.assert_array_equal(load_dataset(tmp_path / "p.npz").phase, phase)
+    assert load_dataset(_write_raw(tmp_path / "none.npz", **a)).phase is None
+    _expect_error(_write_raw(tmp_path / "one.npz", **a, phase=np.ones((N, T), np.float32)), "phase",
+                  "[0, 1)", "= 1.0")
+    _expect_error(_write_raw(tmp_path / "short.npz", **a, phase=phase[:, :-1]), "phase",
+                  f"shape ({N}, {T})", f"shape ({N}, {T - 1})")

@@ -15,7 +15,8 @@ from dynaflow_policy.data.schema import load_dataset
 from envs.kinematics import foot_positions
 from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_RADIUS, JOINT_POS, JOINT_VEL, NQ,
                           PHYSICS, load_mj_model)
-from envs.task import GAITS, CommandRanges, body_linvel
+from envs.task import (GAIT_DUTY, GAIT_PERIODS, GAITS, CommandRanges, body_linvel, foot_phases, gait_index,
+                       scheduled_contact)
 
 DT = PHYSICS.ctrl_dt
 SWAY = KinematicGaitConfig(sway=0.08)
@@ -224,3 +225,15 @@ def test_infeasibility_script():
         assert int(rows[gait][0]) == 2 and float(rows[gait][1]) > 0.05  # SAE mean: kinematic data are infeasible
     assert float(rows["pronk"][4]) > 0.05  # centroidal mean: the floating base in flight is caught
     assert float(rows[calibration[0]][4]) < 0.01  # ...and feasible rollouts pass
+
+
+@pytest.mark.parametrize("gait", GAITS)
+def test_the_stored_phase_is_the_gait_clock_of_the_footfalls(trajectories, dataset, gait):
+    traj = trajectories[gait]
+    g = np.full(len(traj["phase"]), gait_index(gait))
+    feet = foot_phases(traj["phase"], g)  # (T, 4)
+    at_a_switch = (np.abs(feet - GAIT_DUTY) < 1e-9) | (feet < 1e-9) | (feet > 1 - 1e-9)  # rounding decides
+    assert np.all((scheduled_contact(traj["phase"], g) == traj["stance"]) | at_a_switch)
+    np.testing.assert_allclose(np.diff(np.unwrap(2 * np.pi * traj["phase"])) / (2 * np.pi),
+                               DT / GAIT_PERIODS[gait_index(gait)], atol=1e-9)
+    assert dataset.phase.shape == dataset.states.shape[:2] and np.all((dataset.phase >= 0) & (dataset.phase < 1))

@@ -17,6 +17,7 @@ from dynaflow_policy.flow import sample
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d
 from dynaflow_policy.policy import DynaFlowPolicy
+from envs.task import GAIT_PERIODS, gait_index
 from artifacts import tiny_dit, write_dynaflow_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,3 +285,37 @@ def test_shipped_checkpoints_record_their_data_gaits():
     assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_expert")).gaits == ("trot",)
     assert load_baseline(os.path.join(REPO, "checkpoints", "state_flow_go1_expert")).gaits == ("trot",)
     assert load_checkpoint(os.path.join(REPO, "checkpoints", "dynaflow_go1_kinematic")).gaits == envs.GAITS
+
+
+@pytest.fixture(scope="module")
+def clock_ckpt_dir(tmp_path_factory):
+    return write_dynaflow_checkpoint(tmp_path_factory.mktemp("dynaflow_clock") / "checkpoints", H, gait_clock=True)
+
+
+def test_the_gait_clock_starts_at_reset_and_advances_per_action(clock_ckpt_dir, obs):
+    policy = DynaFlowPolicy.from_checkpoint(clock_ckpt_dir, execute_steps=2)
+    assert policy.flow.gait_clock and policy.phase is None
+    for _ in range(5):
+        policy.act(obs)
+    pace_period = GAIT_PERIODS[gait_index("pace")]
+    assert policy.phase == pytest.approx(5 * envs.PHYSICS.ctrl_dt / pace_period)
+    batch = np.stack([obs, obs])
+    policy.reset()
+    policy.act(batch)
+    policy.reset(mask=np.array([True, False]))
+    np.testing.assert_allclose(policy.phase, [0.0, envs.PHYSICS.ctrl_dt / pace_period])
+
+
+@pytest.mark.parametrize("gait_clock", [False, True])
+def test_only_a_clocked_model_plans_by_the_phase(ckpt_dir, clock_ckpt_dir, obs, gait_clock):
+    policy = DynaFlowPolicy.from_checkpoint(clock_ckpt_dir if gait_clock else ckpt_dir, execute_steps=2)
+
+    def plan_at(phase):
+        policy.reset()
+        return policy.plan(obs[:37], (0.5, 0.0, 0.0), 1, phase)
+
+    first = plan_at(0.0)
+    np.testing.assert_array_equal(first, plan_at(0.0))
+    assert np.allclose(first, plan_at(0.5)) != gait_clock
+    with pytest.raises(ValueError, match="phase"):
+        policy.plan(obs[:37], (0.5, 0.0, 0.0), 1, 1.0)

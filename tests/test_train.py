@@ -29,15 +29,16 @@ import pytest
 
 from dynaflow_policy import checkpoint
 from dynaflow_policy.checkpoint import CheckpointError
-from dynaflow_policy.configs import DiTConfig, TrainConfig
-from dynaflow_policy.data.pool import WindowPool, WindowSampler, load_windows
+from dynaflow_policy.configs import DiTConfig, FlowConfig, TrainConfig
+from dynaflow_policy.data.kinematic import generate_kinematic_dataset
+from dynaflow_policy.data.pool import WindowPool, WindowSampler, load_windows, prepare_batch
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
 from dynaflow_policy.devices import to_host
 from dynaflow_policy.train import jit_eval_step, make_mesh, replicate, shard_batch, train_and_evaluate
 from dynaflow_policy.train_state import load_checkpoint, save_checkpoint
 from envs.native import replay
 from envs.physics import PHYSICS
-from envs.task import GAITS
+from envs.task import GAITS, gait_clock
 
 H = 4
 N_TRAJ, T = 4, 12
@@ -437,3 +438,18 @@ def test_bench_script_runs():
                            "--repeats", "2", "--devices", "1"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ratio" in proc.stdout
+
+
+def test_the_gait_clock_conditions_on_the_stored_phase(dataset_path, tmp_path):
+    kinematic = str(tmp_path / "kinematic.npz")
+    save_dataset(kinematic, generate_kinematic_dataset(4, 1.0, seed=0))
+    flow = FlowConfig(gait_clock=True)
+    cfg = _config(kinematic, flow=flow, dit=None)
+    assert cfg.dit_config.cond_dim == flow.cond_dim == 15
+    with pytest.raises(ValueError, match="cond_dim must be 15"):
+        _config(kinematic, flow=flow)  # the explicit tiny DiT has cond_dim 7
+    batch = load_windows(cfg)[0].batch(np.arange(6))
+    _, cond = prepare_batch(batch, flow)
+    np.testing.assert_allclose(cond[:, 7:], gait_clock(batch["phase"], batch["gait"]), atol=1e-6)
+    with pytest.raises(ValueError, match="feasible.npz: --flow.gait-clock .* stores none"):
+        load_windows(_config(dataset_path, flow=flow, dit=None))

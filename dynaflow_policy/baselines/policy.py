@@ -112,12 +112,14 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
     def last_states(self) -> np.ndarray | None:
         return self._current(self._plans)
 
-    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def sample(self, x: np.ndarray, command: np.ndarray, gait: np.ndarray, phase: np.ndarray,
+               keys: np.ndarray) -> np.ndarray:
         """World-frame state plans (B, H+1, 37) float64 (row 0 of each = its x) from states x (B, 37)."""
         b, size = len(x), padded_size(len(x))
         x0 = to_heading_frame(x[:, None])[:, 0] if self.flow.heading_frame else x  # (B, 37)
         X = _sampler(self.dit, self.flow)(self.params, jnp.asarray(pad_rows(x0, size), jnp.float32),
-                                          jnp.asarray(pad_rows(conditioning(command, gait, np), size)),
+                                          jnp.asarray(pad_rows(conditioning(
+                                              command, gait, np, phase if self.flow.gait_clock else None), size)),
                                           jnp.asarray(pad_rows(keys, size)), self.normalizer)  # (P, H+1, 37)
         X = np.asarray(X, np.float64)[:b]  # (B, H+1, 37)
         return from_heading_frame(X, x) if self.flow.heading_frame else X

@@ -22,8 +22,9 @@ from dynaflow_policy.data.collect import rollout_expert
 from dynaflow_policy.loading import load_policy
 from dynaflow_policy.policy import DynaFlowPolicy
 
-Generator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""generate(x0 world (37,), command (3,), gait int) -> (X world (H+1, 37), U (H, 12))."""
+Generator = Callable[[np.ndarray, np.ndarray, int, float], tuple[np.ndarray, np.ndarray]]
+"""generate(x0 world (37,), command (3,), gait int, gait phase at x0) -> (X world (H+1, 37), U (H, 12)).
+Only a model conditioned on the gait clock reads the phase."""
 
 HELD_COMMAND_ROW = "PPO expert told only the first command (held for H steps)"
 """Name of the reference row of section 1: the demonstrator given what a conditional model is given."""
@@ -31,8 +32,8 @@ HELD_COMMAND_ROW = "PPO expert told only the first command (held for H steps)"
 
 def dynaflow_generator(policy: DynaFlowPolicy) -> Generator:
     """A DynaFlow policy's plan U and its rollout from x0."""
-    def generate(x0, command, gait):
-        U = policy.plan(x0, command, gait)
+    def generate(x0, command, gait, phase):
+        U = policy.plan(x0, command, gait, phase)
         return policy.planned_states(), U
 
     return generate
@@ -40,8 +41,8 @@ def dynaflow_generator(policy: DynaFlowPolicy) -> Generator:
 
 def state_flow_generator(policy: StateFlowIDPolicy) -> Generator:
     """Planned states, and the inverse dynamics' action for each planned transition."""
-    def generate(x0, command, gait):
-        X = policy.plan(x0, command, gait)  # (H+1, 37) world frame
+    def generate(x0, command, gait, phase):
+        X = policy.plan(x0, command, gait, phase)  # (H+1, 37) world frame
         return X, predict(policy.inverse_dynamics, X[:-1], X[1:])
 
     return generate
@@ -53,7 +54,7 @@ def held_command_generator(expert: Controller, horizon: int) -> Generator:
     The demonstrations' commands change within a window, so this is the TRE of
     the demonstrator itself when it knows what a conditional model is given.
     """
-    def generate(x0, command, gait):
+    def generate(x0, command, gait, phase):
         states, actions, ok = rollout_expert(expert, np.asarray(x0, np.float64),
                                              np.repeat(np.asarray(command, np.float32)[None], horizon + 1, 0), gait)
         if not ok:

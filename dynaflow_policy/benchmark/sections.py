@@ -18,7 +18,7 @@ from dynaflow_policy.metrics import action_recovery_rmse, sae_native, state_dist
 from dynaflow_policy.normalizer import Normalizer
 from envs.native import NativeGo1
 from envs.physics import PHYSICS
-from envs.task import is_fallen
+from envs.task import advance_phase, is_fallen
 
 Log = Callable[[str], None]
 """log(line): one line of progress."""
@@ -26,8 +26,10 @@ Log = Callable[[str], None]
 
 def generate_windows(generate: Generator, batch: dict[str, np.ndarray],
                      X_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(X (B, H+1, 37), U (B, H, 12)): ``generate`` from each window's x0 (``X_ref`` (B, H+1, 37)), command, gait."""
-    out = [generate(x[0], c, g) for x, c, g in zip(X_ref, batch["command"], batch["gait"])]
+    """(X (B, H+1, 37), U (B, H, 12)): ``generate`` from each window's x0 (``X_ref`` (B, H+1, 37)), command, gait
+    and gait phase (0 where the data stores none)."""
+    phase = batch.get("phase", np.zeros(len(X_ref)))
+    out = [generate(x[0], c, g, float(p)) for x, c, g, p in zip(X_ref, batch["command"], batch["gait"], phase)]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
@@ -104,8 +106,10 @@ def section_open_loop(generators: dict[str, Generator], batch: dict[str, np.ndar
         pos, dist, falls, errors = [], [], [], []
         for i in range(min(starts, len(batch["states"]))):
             planned, actions = [batch["states"][i, 0].astype(np.float64)], []
+            gait, phase0 = int(batch["gait"][i]), float(batch.get("phase", np.zeros(i + 1))[i])
             while len(actions) < steps:
-                X, U = generate(planned[-1], batch["command"][i], int(batch["gait"][i]))
+                phase = float(advance_phase(phase0, gait, len(actions) * PHYSICS.ctrl_dt))
+                X, U = generate(planned[-1], batch["command"][i], gait, phase)
                 planned.extend(X[1:])
                 actions.extend(U)
             planned, actions = np.stack(planned[:steps + 1]), np.stack(actions[:steps])

@@ -324,7 +324,8 @@ def synthesize_trajectory(gait: str, commands: np.ndarray, segment_starts: np.nd
 
     Returns:
       dict with ``states`` (T, 37), ``commands`` (T, 3), ``feet`` (T, 4, 3)
-      foot-site targets in the world frame, ``stance`` (T, 4) bool.
+      foot-site targets in the world frame, ``stance`` (T, 4) bool, ``phase`` (T,) the gait
+      phase in [0, 1) (``stance`` is ``envs.task.scheduled_contact`` of it with ``config.duty``).
     """
     geom = leg_geometry(physics)
     dt = physics.ctrl_dt
@@ -381,7 +382,9 @@ def synthesize_trajectory(gait: str, commands: np.ndarray, segment_starts: np.nd
     x[:, BASE_LINVEL] = np.diff(base_pos, axis=0) / dt
     x[:, BASE_ANGVEL] = body_angular_velocity(quat[:-1], quat[1:], dt)
     x[:, JOINT_VEL] = np.diff(q, axis=0) / dt
-    return {"states": x, "commands": motion.command(t[1:]), "feet": feet[1:], "stance": stance[1:]}
+    phase = np.mod(t[1:] / period + phase0, 1.0)  # (T,) the gait clock (foot offsets 0)
+    return {"states": x, "commands": motion.command(t[1:]), "feet": feet[1:], "stance": stance[1:],
+            "phase": phase}
 
 
 # --------------------------------------------------------------------------- dataset
@@ -410,7 +413,7 @@ def generate_kinematic_dataset(n_trajectories: int, seconds: float, gaits: Seque
       physics: physics config.
 
     Returns:
-      Dataset with source "kinematic" and no expert actions.
+      Dataset with source "kinematic", no expert actions, and the gait phase of every state.
     """
     for g in gaits:
         gait_index(g)
@@ -423,6 +426,7 @@ def generate_kinematic_dataset(n_trajectories: int, seconds: float, gaits: Seque
     states = np.empty((n_trajectories, n_steps, STATE_DIM), np.float32)
     commands = np.empty((n_trajectories, n_steps, 3), np.float32)
     gait_idx = np.empty(n_trajectories, np.int64)
+    phase = np.empty((n_trajectories, n_steps), np.float32)
     for i in range(n_trajectories):
         gait = gaits[i % len(gaits)]
         cmd = rng.uniform(command_ranges.low, command_ranges.high, (n_seg, 3))
@@ -430,11 +434,14 @@ def generate_kinematic_dataset(n_trajectories: int, seconds: float, gaits: Seque
                                      yaw0=rng.uniform(-np.pi, np.pi), physics=physics)
         states[i] = traj["states"]
         commands[i] = traj["commands"]
+        phase[i] = traj["phase"]
         gait_idx[i] = gait_index(gait)
     extra = {"generator": "dynaflow_policy.data.kinematic", "seed": seed, "seconds": seconds,
              "gaits": list(gaits), "command_ranges": dataclasses.asdict(command_ranges),
              "command_segment_seconds": command_segment_seconds, "config": dataclasses.asdict(config)}
-    return Dataset(states, commands, gait_idx, DatasetMetadata.for_physics("kinematic", physics, extra))
+    phase[phase >= 1.0] = 0.0  # float32 rounding of phases just below 1
+    return Dataset(states, commands, gait_idx, DatasetMetadata.for_physics("kinematic", physics, extra),
+                   phase=phase)
 
 
 # --------------------------------------------------------------------------- CLI

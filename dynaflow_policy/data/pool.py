@@ -5,9 +5,10 @@
     dataset files ─ load_windows ─► WindowPool (train), WindowPool (held out)    split by trajectory
     WindowPool ─ WindowSampler.batch(step) ─► states (B, H+1, 37), command (B, 3), gait (B,)
                                                [, labels (B, H, 12): fitted actions, with TrainConfig.uses_labels]
+                                               [, phase (B,): gait phase, when every file stores it]
     WindowPool ─ fit_normalizer ─► Normalizer of (at most NORMALIZER_WINDOWS) heading-frame windows
     WindowPool ─ eval_batch ─► a fixed set of held-out windows for every evaluation
-    batch ─ prepare_batch (on the device) ─► X_1 (B, H+1, 37) heading frame, c (B, 7)
+    batch ─ prepare_batch (on the device) ─► X_1 (B, H+1, 37) heading frame, c (B, 7; 15 with the gait clock)
 
 Every random choice here is a seeded stream of ``np.random.default_rng((seed,
 tag, ...))``; the tags (:data:`DATA_STREAM`, :data:`EVAL_STREAM`,
@@ -56,6 +57,7 @@ class WindowPool:
         self._ends = np.cumsum([len(s) for s in self.sets], dtype=np.int64)  # (S,)
         self.has_expert_actions = bool(self.sets) and all(s.has_expert_actions for s in self.sets)
         self.has_labels = bool(self.sets) and all(s.has_labels for s in self.sets)
+        self.has_phase = bool(self.sets) and all(s.dataset.phase is not None for s in self.sets)
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if self.sets else 0
@@ -71,7 +73,8 @@ class WindowPool:
     def batch(self, indices: np.ndarray, expert_actions: bool = False, labels: bool = False) -> dict[str, np.ndarray]:
         """Gathers windows: ``states`` (B, H+1, 37) float32, ``command`` (B, 3) float32, ``gait`` (B,) int32,
         ``expert_actions`` (B, H, 12) float32 if asked for (evaluation only; never used for training), and
-        ``labels`` (B, H, 12) float32 fitted actions if asked for (every set must have them)."""
+        ``labels`` (B, H, 12) float32 fitted actions if asked for (every set must have them), and ``phase`` (B,)
+        float32 gait phases when every set's dataset stores them."""
         if labels and not self.has_labels:
             raise ValueError("labels asked for, but some dataset of the pool was loaded without its fitted labels")
         idx = np.asarray(indices, np.int64)
@@ -79,7 +82,7 @@ class WindowPool:
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"window indices must be in [0, {len(self)}), got min {idx.min()} max {idx.max()}")
         keys = ("states", "command", "gait") + (("expert_actions",) if expert_actions else ()) + \
-            (("labels",) if labels else ())
+            (("labels",) if labels else ()) + (("phase",) if self.has_phase else ())
         out: dict[str, np.ndarray] = {}
         for s in np.unique(which):
             rows = np.flatnonzero(which == s)
@@ -105,12 +108,16 @@ def load_windows(config: DiTTrainConfig, labels: bool = False) -> tuple[WindowPo
       ValueError: no dataset (:data:`NO_DATASET`).
       dynaflow_policy.data.schema.DatasetError: a file that does not fit the schema.
       dynaflow_policy.data.labels.LabelsError: labels asked for and a file has none, or other data's.
+      ValueError: ``config.flow.gait_clock`` and a file without the gait phase (naming it).
     """
     if not config.dataset:
         raise ValueError(NO_DATASET)
     train, held = [], []
     for path in config.dataset:
         ds = load_dataset(path, horizon=config.horizon)
+        if config.flow.gait_clock and ds.phase is None:
+            raise ValueError(f"{path}: --flow.gait-clock conditions on the gait phase, but this dataset stores "
+                             "none (the 'phase' field; python -m dynaflow_policy.data.kinematic writes it)")
         fitted = load_labels(path, ds)[0] if labels else None
         tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed, labels=fitted)
         train.append(tr)
@@ -184,13 +191,14 @@ def prepare_batch(batch: dict[str, jax.Array], flow: FlowConfig) -> tuple[jax.Ar
     """Device side of the data pipeline.
 
     Args:
-      batch: ``states`` (B, H+1, 37) world frame, ``command`` (B, 3), ``gait`` (B,) int.
-      flow: flow config (``heading_frame``).
+      batch: ``states`` (B, H+1, 37) world frame, ``command`` (B, 3), ``gait`` (B,) int, and ``phase`` (B,)
+        with ``flow.gait_clock``.
+      flow: flow config (``heading_frame``, ``gait_clock``).
 
     Returns:
       X_1 (B, H+1, 37) in the heading frame of each window's first state (world frame
-      if ``flow.heading_frame`` is False), and c (B, 7).
+      if ``flow.heading_frame`` is False), and c (B, ``flow.cond_dim``).
     """
     states = batch["states"]
     x1 = to_heading_frame(states, jnp) if flow.heading_frame else states  # (B, H+1, 37)
-    return x1, conditioning(batch["command"], batch["gait"])
+    return x1, conditioning(batch["command"], batch["gait"], jnp, batch["phase"] if flow.gait_clock else None)

@@ -12,6 +12,10 @@ field               shape, dtype    meaning
 ``gait``            (N,) int        index into ``metadata.gaits`` (= ``envs.task.GAITS``).
 ``expert_actions``  (N, T, 12) f32  optional, held out: the expert's actions, used only to
                                     measure action recovery, never for training.
+``phase``           (N, T) f32      optional: the gait clock's phase (cycles, in [0, 1)) at each
+                                    state (``envs.task.foot_phases``), where the data has one
+                                    (the kinematic gaits); a model conditioned on the gait
+                                    clock (``FlowConfig.gait_clock``) trains on it.
 ``metadata``        0-d str         JSON object, see :class:`DatasetMetadata`.
 ==================  ==============  =========================================================
 
@@ -44,9 +48,9 @@ from envs.task import COMMAND_DIM, GAITS
 SCHEMA_VERSION = 1
 """Version of this schema, stored in every file; files from a newer schema are refused."""
 
-ARRAY_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "expert_actions")
+ARRAY_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "expert_actions", "phase")
 REQUIRED_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "metadata")
-OPTIONAL_FIELDS: tuple[str, ...] = ("expert_actions",)
+OPTIONAL_FIELDS: tuple[str, ...] = ("expert_actions", "phase")
 METADATA_KEYS: tuple[str, ...] = ("source", "physics_hash", "ctrl_dt", "gaits", "schema_version")
 
 IN_MEMORY = "<in-memory dataset>"
@@ -153,6 +157,7 @@ class Dataset:
       gait: (N,) int64, indices into ``metadata.gaits``.
       metadata: the metadata record.
       expert_actions: optional (N, T, 12) float32; entry k leads from state k to k + 1.
+      phase: optional (N, T) float32 gait-clock phase in [0, 1) at each state.
     """
 
     states: np.ndarray
@@ -160,6 +165,7 @@ class Dataset:
     gait: np.ndarray
     metadata: DatasetMetadata
     expert_actions: np.ndarray | None = None
+    phase: np.ndarray | None = None
 
     def __post_init__(self):
         _validate(self, IN_MEMORY)
@@ -175,14 +181,15 @@ class Dataset:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.states, self.commands, self.gait, self.expert_actions)
+        arrays = (self.states, self.commands, self.gait, self.expert_actions, self.phase)
         return sum(a.nbytes for a in arrays if a is not None)
 
     def subset(self, trajectories) -> "Dataset":
         """A dataset of the given trajectory indices (same metadata)."""
         idx = np.asarray(trajectories)
         return Dataset(self.states[idx], self.commands[idx], self.gait[idx], self.metadata,
-                       None if self.expert_actions is None else self.expert_actions[idx])
+                       None if self.expert_actions is None else self.expert_actions[idx],
+                       None if self.phase is None else self.phase[idx])
 
 
 def _shape_str(shape) -> str:
@@ -253,6 +260,16 @@ def _validate(ds: Dataset, file: str) -> None:
                                "entry k leads from state k to k+1, the last is unused)",
                                f"shape {_shape_str(actions.shape)}")
         arrays["expert_actions"] = actions.astype(np.float32, copy=False)
+    if ds.phase is not None:
+        phase = _check_array(file, "phase", ds.phase, "f", (), 2)
+        if phase.shape != (n, t):
+            raise DatasetError(file, "phase", f"shape ({n}, {t}) (N, T from 'states')",
+                               f"shape {_shape_str(phase.shape)}")
+        outside = (phase < 0) | (phase >= 1)
+        if outside.any():
+            i = tuple(int(k) for k in np.argwhere(outside)[0])
+            raise DatasetError(file, "phase", "gait phases in [0, 1) (cycles)", f"phase{list(i)} = {phase[i]}")
+        arrays["phase"] = phase.astype(np.float32, copy=False)
     for name, a in arrays.items():
         a = a.view()  # read-only view; no copy of arrays that already have the right dtype
         a.flags.writeable = False
@@ -287,8 +304,9 @@ def save_dataset(path: str | os.PathLike, ds: Dataset, *, compress: bool = True)
     path = os.fspath(path)
     arrays = {"states": ds.states, "commands": ds.commands, "gait": ds.gait,
               "metadata": np.array(ds.metadata.to_json())}
-    if ds.expert_actions is not None:
-        arrays["expert_actions"] = ds.expert_actions
+    for name in OPTIONAL_FIELDS:
+        if getattr(ds, name) is not None:
+            arrays[name] = getattr(ds, name)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -373,7 +391,8 @@ def load_dataset(path: str | os.PathLike, *, horizon: int | None = None, physics
 
     ds = object.__new__(Dataset)
     for name, value in (("states", raw["states"]), ("commands", raw["commands"]), ("gait", raw["gait"]),
-                        ("metadata", metadata), ("expert_actions", raw.get("expert_actions"))):
+                        ("metadata", metadata), ("expert_actions", raw.get("expert_actions")),
+                        ("phase", raw.get("phase"))):
         object.__setattr__(ds, name, value)
     _validate(ds, file)
     if horizon is not None:

@@ -6,6 +6,7 @@ A window starting at step s of trajectory n::
     actions  s   s+1  ...  s+H-1      (H, 12)     expert actions, if the dataset has them
     command  s                        (3,)        the command at the window start
     gait     n                        ()          the trajectory's gait
+    phase    s                        ()          the gait phase at the window start, if the dataset has it
 
 Windows are held as two index arrays (trajectory, start) into the dataset;
 :meth:`WindowSet.batch` gathers the requested windows on demand, so memory is
@@ -102,6 +103,7 @@ class WindowSet:
             ``gait``: (B,) int64;
             ``expert_actions``: (B, H, 12) float32, only if the dataset has them;
             ``labels``: (B, H, 12) float32 fitted actions, only if the set has labels;
+            ``phase``: (B,) float32 gait phase at each window's first state, only if the dataset has it;
             ``trajectory``: (B,) int64 and ``start``: (B,) int64, where each window came from.
         """
         idx = np.asarray(indices, dtype=np.int64)
@@ -122,6 +124,8 @@ class WindowSet:
             out["expert_actions"] = ds.expert_actions[traj[..., None], steps[..., :-1]]  # (B, H, 12)
         if self.labels is not None:
             out["labels"] = self.labels[traj[..., None], steps[..., :-1]]  # (B, H, 12)
+        if ds.phase is not None:
+            out["phase"] = ds.phase[traj, start]  # (B,)
         return out
 
     def all(self) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ of ``jax.jit``; each checks its values in ``__post_init__``.
 - :class:`DiTTrainConfig`: training a DiT on dataset windows (data, optimiser,
   schedule), shared by DynaFlow and the state-flow baseline
   (``dynaflow_policy.baselines.train``); :class:`TrainConfig` adds DynaFlow's
-  ``start_noise``, ``objective`` and ``label_weight``.
+  ``start_noise`` (one scale, or one per gait), ``objective`` and ``label_weight``.
 - :func:`conditioning`: c = command ++ gait one-hot, (B, 7).
 - :func:`policy_defaults`: the controller defaults an exported checkpoint carries.
 """
@@ -276,11 +276,13 @@ class TrainConfig(DiTTrainConfig):
     """Everything that defines a DynaFlow training run: :class:`DiTTrainConfig` and the fields that choose
     the loss (:attr:`LOSS_FIELDS`)."""
 
-    start_noise: float = 0.0
+    start_noise: float | tuple[float, float, float, float] = 0.0
     """Scale of a random perturbation of each training window's start state (0 = none;
     ``dynaflow_policy.flow.START_PERTURBATION_STD`` per unit): the rollout starts from the
     perturbed state and is still scored against the demonstration, so the model learns
-    to steer back to the data. Not in the paper's recipe, hence off by default."""
+    to steer back to the data. One value, or one per gait in ``envs.task.GAITS`` order
+    (``--start-noise 1 1 0.5 1``: each window takes its gait's). Not in the paper's recipe,
+    hence off by default."""
 
     objective: Literal["matching", "labels"] = "matching"
     """``matching``: the flow-matching loss through the rollout (``dynaflow_policy.flow.matching_loss``);
@@ -301,7 +303,13 @@ class TrainConfig(DiTTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.start_noise >= 0:
+        if not isinstance(self.start_noise, numbers.Real):  # a list from JSON, or a tuple
+            scales = tuple(float(s) for s in self.start_noise)
+            if len(scales) != len(GAITS):
+                raise ValueError(f"TrainConfig.start_noise (--start-noise) takes one value or {len(GAITS)}, one per "
+                                 f"gait ({', '.join(GAITS)}), got {len(scales)}: {self.start_noise}")
+            object.__setattr__(self, "start_noise", scales)
+        if not all(s >= 0 for s in self.start_noise_per_gait):
             raise ValueError(f"TrainConfig.start_noise (--start-noise) must be >= 0, got {self.start_noise}")
         if self.objective not in ("matching", "labels"):
             raise ValueError(f"TrainConfig.objective (--objective) must be 'matching' or 'labels', "
@@ -311,12 +319,19 @@ class TrainConfig(DiTTrainConfig):
         if not 0 <= self.own_plan_fraction <= 1:
             raise ValueError(f"TrainConfig.own_plan_fraction (--own-plan-fraction) must be in [0, 1], "
                              f"got {self.own_plan_fraction}")
-        if self.objective == "labels" and (self.label_weight or self.start_noise):
+        if self.objective == "labels" and (self.label_weight or any(self.start_noise_per_gait)):
             raise ValueError("--label-weight and --start-noise apply to the matching objective; "
                              "--objective labels takes neither")
 
     @property
-    def loss_options(self) -> dict[str, float | str]:
+    def start_noise_per_gait(self) -> tuple[float, ...]:
+        """:attr:`start_noise` of each gait of ``envs.task.GAITS``."""
+        if isinstance(self.start_noise, numbers.Real):
+            return (float(self.start_noise),) * len(GAITS)
+        return self.start_noise
+
+    @property
+    def loss_options(self) -> dict[str, float | str | tuple[float, ...]]:
         """The :attr:`LOSS_FIELDS` by name."""
         return {name: getattr(self, name) for name in self.LOSS_FIELDS}
 

@@ -18,6 +18,7 @@ variables dict of ``DiT1d.init`` and ``apply_fn = DiT1d(config).apply``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, TypeVar
 
 import jax
@@ -86,18 +87,19 @@ def noise_window(rng: jax.Array, x0_normalised: jax.Array, horizon: int, config:
     return noise.at[:, 0].set(x0_normalised)
 
 
-def perturb_start(rng: jax.Array, x0: jax.Array, scale: float) -> jax.Array:
+def perturb_start(rng: jax.Array, x0: jax.Array, scale: float | jax.Array) -> jax.Array:
     """x0 + scale * START_PERTURBATION_STD * N(0, 1), with the quaternion renormalised.
 
     Args:
       rng: PRNG key.
       x0: (B, 37) heading-frame start states, physical units.
-      scale: ``start_noise``: multiplies :data:`START_PERTURBATION_STD`.
+      scale: ``start_noise``: multiplies :data:`START_PERTURBATION_STD`; a float, or (B,) one per state.
 
     Returns:
       (B, 37) perturbed states: base x, y unchanged, roll and pitch tilted (yaw unchanged to first order).
     """
     std = jnp.asarray(START_PERTURBATION_STD, x0.dtype)
+    scale = jnp.reshape(jnp.asarray(scale, x0.dtype), (-1, 1))  # (1, 1) or (B, 1)
     x = x0 + scale * std * jax.random.normal(rng, x0.shape, x0.dtype)
     q = x[:, BASE_QUAT]
     return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
@@ -197,7 +199,7 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
 
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
-                  start_noise: float = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
+                  start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
                   own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
@@ -216,7 +218,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       normalizer: state normaliser.
       config: flow config.
       physics: physics of the rollout (static).
-      start_noise: scale of the start-state perturbation (static; 0 = none). The
+      start_noise: scale of the start-state perturbation: a float (static; 0 = none), or (B,) one
+        per window (``train.batch_loss`` gives each window its gait's). The
         rollout starts from the perturbed state and is still scored against the
         demonstration, so the model learns to steer back to the data from states near it.
       labels: (B, H, 12) fitted action labels; needed when ``label_weight`` > 0.
@@ -231,7 +234,7 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       with labels, ``train/matching_loss`` and ``train/label_mse``.
     """
     b, rows, _ = x1_window.shape
-    if start_noise > 0:
+    if not isinstance(start_noise, numbers.Real) or start_noise > 0:
         x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], start_noise)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
     own_plan = own_plan_endpoint(params, apply_fn, x1_window[:, 0], cond, normalizer, physics)

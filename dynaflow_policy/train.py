@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
 import sys
 import time
@@ -70,16 +71,20 @@ DATA_AXIS = "data"
 
 
 def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, rng: jax.Array, *,
-               dit: DiTConfig, flow: FlowConfig, start_noise: float = 0.0, objective: str = "matching",
+               dit: DiTConfig, flow: FlowConfig, start_noise: float | tuple[float, ...] = 0.0, objective: str = "matching",
                label_weight: float = 0.0, own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The loss of one raw batch (heading frame and conditioning applied here); the keyword
     arguments after ``flow`` are ``TrainConfig.loss_options``.
+
+    A per-gait ``start_noise`` (one scale per gait of ``envs.task.GAITS``) gives each window its gait's.
 
     Returns:
       (loss, aux) of ``dynaflow_policy.flow.matching_loss`` (``objective="matching"``, with the
       auxiliary label term if ``label_weight`` > 0) or ``flow.label_loss`` (``"labels"``).
     """
     x1, cond = prepare_batch(batch, flow)
+    if not isinstance(start_noise, numbers.Real):
+        start_noise = jnp.asarray(start_noise, x1.dtype)[batch["gait"]]  # (B,)
     if objective == "labels":
         return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow,
                           own_plan_fraction=own_plan_fraction)

@@ -19,6 +19,7 @@ from dynaflow_policy.flow import (START_PERTURBATION_STD, denoise, euler_integra
                                   loss_weights, matching_loss, network_input, noise_window, perturb_start, sample)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
+from dynaflow_policy.train import batch_loss
 from dynaflow_policy.normalizer import Normalizer
 from envs.native import replay
 from envs.physics import BASE_POS, BASE_QUAT, PHYSICS, STATE_DIM
@@ -210,6 +211,10 @@ def test_start_perturbation_has_the_stated_spread_and_keeps_the_heading_frame(wi
     assert np.median(tilt) == pytest.approx(rayleigh_median, rel=0.05)
     np.testing.assert_array_equal(q[:, 3], 0.0)  # no yaw component
     np.testing.assert_array_equal(perturb_start(jax.random.PRNGKey(0), x0[:4], 0.0), x0[:4])
+    # one scale per state (a per-gait start noise): a row with 0 stays, the others move with their own scale
+    per_row = np.asarray(perturb_start(jax.random.PRNGKey(0), x0, jnp.tile(jnp.asarray([0.0, 2.0]), len(x0) // 2)))
+    np.testing.assert_array_equal(per_row[0::2], np.asarray(x0[0::2]))
+    np.testing.assert_allclose(per_row[1::2, free], np.asarray(x)[1::2, free], rtol=1e-6)
 
 
 def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalizer):
@@ -220,3 +225,20 @@ def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalize
     losses = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
                                   start_noise=s)[0]) for s in (0.0, 1.0)]
     assert losses[0] < 1e-3 and losses[1] > 10 * losses[0], losses
+    # per-window scales (a per-gait start noise): all 1 is the scalar 1, all 0 is no perturbation
+    per_window = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
+                                      start_noise=jnp.full(B, s))[0]) for s in (0.0, 1.0)]
+    assert per_window[0] < 1e-3 and per_window[1] == pytest.approx(losses[1], rel=1e-5), (per_window, losses)
+
+
+def test_per_gait_start_noise_perturbs_each_window_by_its_gait(params, normalizer):
+    """``train.batch_loss`` with one start noise per gait: standing windows labelled pace (scale 0) keep their
+    tiny loss, the same windows labelled trot (scale 1) are perturbed."""
+    standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
+    windows = np.stack([replay(standing, np.zeros((H, 12)))] * B).astype(np.float32)  # world frame
+    losses = {}
+    for gait in (0, 1):  # trot, pace
+        batch = {"states": jnp.asarray(windows), "command": jnp.zeros((B, 3)), "gait": jnp.full(B, gait, jnp.int32)}
+        losses[gait] = float(batch_loss(params, batch, normalizer, jax.random.PRNGKey(3), dit=DIT, flow=FLOW,
+                                        start_noise=(1.0, 0.0, 0.0, 0.0))[0])
+    assert losses[1] < 1e-3 and losses[0] > 10 * losses[1], losses

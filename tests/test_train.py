@@ -26,6 +26,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import tyro
 
 from dynaflow_policy import checkpoint
 from dynaflow_policy.checkpoint import CheckpointError
@@ -114,6 +115,16 @@ def test_config_validation_and_json_round_trip():
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="horizon"):
         TrainConfig(horizon=8, dit=DiTConfig(horizon=16))
+    per_gait = _config("x.npz", start_noise=(1.0, 1.0, 0.5, 0.0))  # one scale per gait of envs.task.GAITS
+    assert TrainConfig.from_dict(json.loads(json.dumps(per_gait.to_dict()))) == per_gait
+    assert per_gait.start_noise_per_gait == (1.0, 1.0, 0.5, 0.0) and cfg.start_noise_per_gait == (0.0,) * 4
+    assert tyro.cli(TrainConfig, args=["--start-noise", "1", "1", "0.5", "0"]).start_noise == (1.0, 1.0, 0.5, 0.0)
+    for bad, message in (((1.0, 0.5), "one value or 4, one per gait \\(trot, pace, bound, pronk\\)"),
+                         ((1.0, 1.0, -0.5, 1.0), "--start-noise\\) must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(start_noise=bad)
+    with pytest.raises(ValueError, match="--objective labels takes neither"):
+        TrainConfig(objective="labels", start_noise=(0.0, 0.0, 0.3, 0.0))
 
 
 def test_no_dataset_is_a_clear_error(tmp_path):

@@ -284,6 +284,10 @@ class TrainConfig(DiTTrainConfig):
     (``--start-noise 1 1 0.5 1``: each window takes its gait's). Not in the paper's recipe,
     hence off by default."""
 
+    start_noise_uniform: bool = False
+    """Draw each window's start-noise scale uniformly from [0, start_noise) (its gait's) instead of using
+    it as is, so every batch holds windows that start on the data beside ones far from it."""
+
     objective: Literal["matching", "labels"] = "matching"
     """``matching``: the flow-matching loss through the rollout (``dynaflow_policy.flow.matching_loss``);
     ``labels``: regression on fitted action labels, no rollout (``flow.label_loss``), a cheap pre-training
@@ -295,7 +299,7 @@ class TrainConfig(DiTTrainConfig):
     network's own one-step plan instead of the data (``dynaflow_policy.flow.own_plan_endpoint``): the
     inputs the sampler gives it with more than one ODE step. 0 = the paper's recipe."""
 
-    LOSS_FIELDS = ("start_noise", "objective", "label_weight", "own_plan_fraction")
+    LOSS_FIELDS = ("start_noise", "start_noise_uniform", "objective", "label_weight", "own_plan_fraction")
     """The fields that choose the loss (:attr:`loss_options`, keyword arguments of ``train.batch_loss``)."""
     RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + LOSS_FIELDS
     """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and :attr:`LOSS_FIELDS`, which may change to fine-tune a run

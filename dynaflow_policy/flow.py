@@ -105,6 +105,28 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float | jax.Array) -> ja
     return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
 
 
+_START_SCALE_STREAM = 3  # fold_in tag of the per-window scales of a uniform start noise
+
+
+def start_noise_scales(rng: jax.Array, scale: float | jax.Array, batch: int, uniform: bool) -> float | jax.Array:
+    """The start-noise scale of each window: ``scale`` itself, or with ``uniform`` ``scale * U(0, 1)`` per window.
+
+    A uniform scale keeps windows that start on (or near) the data in every batch beside ones that
+    start far from it, so the model learns to follow the data and to steer back to it at once.
+
+    Args:
+      rng: PRNG key (the matching loss's; a stream of its own is folded in).
+      scale: a float, or (B,) one per window (a per-gait start noise).
+      batch: B; uniform: static.
+
+    Returns:
+      ``scale``, or (B,) scales in [0, scale).
+    """
+    if not uniform:
+        return scale
+    return scale * jax.random.uniform(jax.random.fold_in(rng, _START_SCALE_STREAM), (batch,))
+
+
 OwnPlan = Callable[[jax.Array], jax.Array]
 """own_plan(X_0 (B, H+1, 37) normalised) -> (B, H+1, 37) normalised end point (see :func:`own_plan_endpoint`)."""
 
@@ -200,7 +222,8 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
                   start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
-                  own_plan_fraction: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  own_plan_fraction: float = 0.0, start_noise_uniform: bool = False
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
@@ -222,6 +245,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
         per window (``train.batch_loss`` gives each window its gait's). The
         rollout starts from the perturbed state and is still scored against the
         demonstration, so the model learns to steer back to the data from states near it.
+      start_noise_uniform: draw each window's scale uniformly from [0, start_noise) (static;
+        :func:`start_noise_scales`).
       labels: (B, H, 12) fitted action labels; needed when ``label_weight`` > 0.
       label_weight: weight of the auxiliary label term (static; 0 = none).
       own_plan_fraction: fraction of rows whose X_t interpolates towards the network's own
@@ -235,7 +260,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     """
     b, rows, _ = x1_window.shape
     if not isinstance(start_noise, numbers.Real) or start_noise > 0:
-        x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], start_noise)
+        scale = start_noise_scales(rng, start_noise, b, start_noise_uniform)
+        x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], scale)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
     own_plan = own_plan_endpoint(params, apply_fn, x1_window[:, 0], cond, normalizer, physics)
     x1_n = normalizer.normalize(x1_window)  # (B, H+1, 37)

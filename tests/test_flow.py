@@ -16,7 +16,8 @@ import pytest
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
 from dynaflow_policy.flow import (START_PERTURBATION_STD, denoise, euler_integrate, flow_velocity, interpolate,
-                                  loss_weights, matching_loss, network_input, noise_window, perturb_start, sample)
+                                  loss_weights, matching_loss, network_input, noise_window, perturb_start, sample,
+                                  start_noise_scales)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.train import batch_loss
@@ -229,6 +230,20 @@ def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalize
     per_window = [float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
                                       start_noise=jnp.full(B, s))[0]) for s in (0.0, 1.0)]
     assert per_window[0] < 1e-3 and per_window[1] == pytest.approx(losses[1], rel=1e-5), (per_window, losses)
+    uniform = float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
+                                  start_noise=1.0, start_noise_uniform=True)[0])
+    assert uniform > 10 * losses[0] and uniform != pytest.approx(losses[1], rel=1e-3), (uniform, losses)
+
+
+def test_uniform_start_noise_draws_each_window_a_scale_below_its_own():
+    scale = jnp.tile(jnp.asarray([0.0, 1.0, 0.5, 2.0]), 2500)  # (10000,): per-gait scales of four gaits
+    drawn = np.asarray(start_noise_scales(jax.random.PRNGKey(0), scale, 10000, uniform=True))
+    np.testing.assert_array_equal(drawn[0::4], 0.0)
+    for k, top in ((1, 1.0), (2, 0.5), (3, 2.0)):
+        assert drawn[k::4].min() >= 0 and drawn[k::4].max() < top
+        assert drawn[k::4].mean() == pytest.approx(top / 2, rel=0.05)
+    assert start_noise_scales(jax.random.PRNGKey(0), 0.7, 4, uniform=False) == 0.7
+    assert np.asarray(start_noise_scales(jax.random.PRNGKey(0), 0.7, 4, uniform=True)).shape == (4,)
 
 
 def test_per_gait_start_noise_perturbs_each_window_by_its_gait(params, normalizer):

@@ -118,7 +118,9 @@ def test_config_validation_and_json_round_trip():
     per_gait = _config("x.npz", start_noise=(1.0, 1.0, 0.5, 0.0))  # one scale per gait of envs.task.GAITS
     assert TrainConfig.from_dict(json.loads(json.dumps(per_gait.to_dict()))) == per_gait
     assert per_gait.start_noise_per_gait == (1.0, 1.0, 0.5, 0.0) and cfg.start_noise_per_gait == (0.0,) * 4
-    assert tyro.cli(TrainConfig, args=["--start-noise", "1", "1", "0.5", "0"]).start_noise == (1.0, 1.0, 0.5, 0.0)
+    parsed = tyro.cli(TrainConfig, args=["--start-noise", "1", "1", "0.5", "0", "--start-noise-uniform"])
+    assert parsed.start_noise == (1.0, 1.0, 0.5, 0.0) and parsed.start_noise_uniform
+    assert "start_noise_uniform" in TrainConfig.RESUMABLE_FIELDS
     for bad, message in (((1.0, 0.5), "one value or 4, one per gait \\(trot, pace, bound, pronk\\)"),
                          ((1.0, 1.0, -0.5, 1.0), "--start-noise\\) must be >= 0")):
         with pytest.raises(ValueError, match=message):

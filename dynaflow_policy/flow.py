@@ -28,6 +28,7 @@ import numpy as np
 import envs
 from dynaflow_policy.configs import FlowConfig
 from dynaflow_policy.normalizer import Normalizer
+from envs.kinematics import foot_heights
 from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
                           PhysicsConfig)
 
@@ -104,6 +105,9 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float | jax.Array) -> ja
     q = x[:, BASE_QUAT]
     return x.at[:, BASE_QUAT].set(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
 
+
+FOOT_HEIGHT_SCALE = 0.02
+"""Foot-height error (m) that the foot term of :func:`matching_loss` counts as one normalised unit."""
 
 _START_SCALE_STREAM = 3  # fold_in tag of the per-window scales of a uniform start noise
 
@@ -222,15 +226,19 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
                   start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
-                  own_plan_fraction: float = 0.0, start_noise_uniform: bool = False
-                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  own_plan_fraction: float = 0.0, start_noise_uniform: bool = False,
+                  foot_height_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
     with W from :func:`loss_weights` (row 0 masked); with ``start_noise`` > 0 the
     rollout starts from :func:`perturb_start` of x0 instead. With ``label_weight``
     > 0, ``label_weight * mean((U - labels)^2)`` is added (the auxiliary term of
-    :func:`label_loss`). Works under ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
+    :func:`label_loss`); with ``foot_height_weight`` > 0, ``foot_height_weight *
+    mean(((z_feet(Phi) - z_feet(X_1)) / FOOT_HEIGHT_SCALE)^2)`` over rows 1..H, the world
+    heights of the four feet (:func:`envs.kinematics.foot_heights`), which decide the
+    contact pattern but weigh little among the 37 state dimensions. Works under
+    ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
 
     Args:
       params: model parameters (first argument of ``apply_fn``).
@@ -251,12 +259,13 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       label_weight: weight of the auxiliary label term (static; 0 = none).
       own_plan_fraction: fraction of rows whose X_t interpolates towards the network's own
         plan (:func:`own_plan_endpoint`, from the rollout's start; static; 0 = none).
+      foot_height_weight: weight of the foot-height term (static; 0 = none).
 
     Returns:
       loss: scalar.
       aux: ``train/loss``; ``train/last_state_mse``, the normalised squared error of
       the window's last state (errors grow along the horizon); ``train/action_rms``;
-      with labels, ``train/matching_loss`` and ``train/label_mse``.
+      ``train/foot_height_rmse`` (m); with labels, ``train/matching_loss`` and ``train/label_mse``.
     """
     b, rows, _ = x1_window.shape
     if not isinstance(start_noise, numbers.Real) or start_noise > 0:
@@ -271,10 +280,14 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     sq_err = (normalizer.normalize(x_hat) - x1_n) ** 2  # (B, H+1, 37)
     w = jnp.asarray(loss_weights(rows - 1, config))  # (H+1, 37)
     loss = jnp.sum(w * sq_err) / (b * jnp.sum(w))
+    foot_sq_err = (foot_heights(x_hat[:, 1:], jnp) - foot_heights(x1_window[:, 1:], jnp)) ** 2  # (B, H, 4)
     aux = {
         "train/last_state_mse": jnp.mean(sq_err[:, -1]),
         "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
+        "train/foot_height_rmse": jnp.sqrt(jnp.mean(foot_sq_err)),
     }
+    if foot_height_weight > 0:
+        loss = loss + foot_height_weight * jnp.mean(foot_sq_err) / FOOT_HEIGHT_SCALE**2
     if label_weight > 0:
         if labels is None:
             raise ValueError("matching_loss: label_weight > 0 needs labels (B, H, 12)")

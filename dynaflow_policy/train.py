@@ -73,7 +73,8 @@ DATA_AXIS = "data"
 def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, rng: jax.Array, *,
                dit: DiTConfig, flow: FlowConfig, start_noise: float | tuple[float, ...] = 0.0, objective: str = "matching",
                label_weight: float = 0.0, own_plan_fraction: float = 0.0,
-               start_noise_uniform: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+               start_noise_uniform: bool = False, foot_height_weight: float = 0.0
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The loss of one raw batch (heading frame and conditioning applied here); the keyword
     arguments after ``flow`` are ``TrainConfig.loss_options``.
 
@@ -91,7 +92,7 @@ def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer,
                           own_plan_fraction=own_plan_fraction)
     return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
                          labels=batch.get("labels"), label_weight=label_weight, own_plan_fraction=own_plan_fraction,
-                         start_noise_uniform=start_noise_uniform)
+                         start_noise_uniform=start_noise_uniform, foot_height_weight=foot_height_weight)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,

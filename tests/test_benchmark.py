@@ -108,3 +108,28 @@ def test_cli_defaults_are_the_shipped_checkpoints_and_data():
     for default in ("checkpoints/dynaflow_go1_expert", "checkpoints/state_flow_go1_expert",
                     "data/go1_expert_heldout_small.npz", "--kinematic-windows INT"):
         assert default in r.stdout
+
+
+def test_kinematic_section_spreads_a_gaits_episodes_over_its_held_out_commands():
+    from dynaflow_policy.benchmark.gaits import gait_scores
+    from dynaflow_policy.data.kinematic import synthesize_trajectory
+
+    class Stand:
+        def act(self, obs):
+            return np.zeros(12, np.float32)
+
+        def reset(self):
+            pass
+
+    commands = np.array([[0.3, 0.0, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 0.5], [0.2, 0.0, 0.0]], np.float32)
+    gait = np.array([0, 0, 0, 3])  # three trot windows, one pronk window
+    traj = synthesize_trajectory("trot", commands[:1], np.zeros(1), 9)["states"]  # (9, 37)
+    X_ref = np.repeat(traj[None], 4, axis=0)
+    scores = gait_scores(Stand(), {"gait": gait, "command": commands}, X_ref, episodes=4, seconds=0.2, seed=0)
+    assert set(scores) == {"trot", "pronk"}
+    trot = scores["trot"]  # episodes under windows 0, 1, 2, 0
+    np.testing.assert_allclose(trot["commands"], commands[:3])
+    assert trot["commanded_speed"] == pytest.approx((0.3 + 0.4 + 0.0 + 0.3) / 4)
+    assert trot["falls"] == 0 and trot["feet_in_air"] < 0.1  # standing (settling from the resting start)
+    assert trot["executed"] < 0.5 < scores["pronk"]["executed"]  # four feet down: 2/6 for a trot, 1 for a pronk
+    np.testing.assert_allclose(scores["pronk"]["commands"], commands[3:])

@@ -15,9 +15,9 @@ import pytest
 
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
-from dynaflow_policy.flow import (START_PERTURBATION_STD, denoise, euler_integrate, flow_velocity, interpolate,
-                                  loss_weights, matching_loss, network_input, noise_window, perturb_start, sample,
-                                  start_noise_scales)
+from dynaflow_policy.flow import (FOOT_HEIGHT_SCALE, START_PERTURBATION_STD, denoise, euler_integrate,
+                                  flow_velocity, interpolate, loss_weights, matching_loss, network_input,
+                                  noise_window, perturb_start, sample, start_noise_scales)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.train import batch_loss
@@ -180,7 +180,7 @@ def test_gradient_at_init_reaches_the_final_projection_only(loss_and_grad, param
     """AdaLN-Zero: a fresh model outputs U = 0 and only the zero-initialised projection gets a gradient."""
     (loss, aux), grads = loss_and_grad(params, jax.random.PRNGKey(5))
     assert np.isfinite(float(loss)) and float(loss) > 0
-    assert set(aux) == {"train/loss", "train/last_state_mse", "train/action_rms"}
+    assert set(aux) == {"train/loss", "train/last_state_mse", "train/action_rms", "train/foot_height_rmse"}
     assert float(aux["train/action_rms"]) == 0.0
     norms = _leaf_norms(grads)
     assert all(np.isfinite(v) for v in norms.values())
@@ -233,6 +233,22 @@ def test_start_noise_moves_the_rollout_start_and_only_it(params, cond, normalize
     uniform = float(matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
                                   start_noise=1.0, start_noise_uniform=True)[0])
     assert uniform > 10 * losses[0] and uniform != pytest.approx(losses[1], rel=1e-3), (uniform, losses)
+
+
+def test_foot_height_term_scores_the_feet_of_the_rollout(params, moved_params, windows, cond, normalizer):
+    """U = 0 on standing windows puts every foot where the data has it; moved params lift feet off the data's,
+    and the term adds ``weight * mean(dz^2) / FOOT_HEIGHT_SCALE^2`` to the loss."""
+    standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
+    still = jnp.asarray(to_heading_frame(np.stack([replay(standing, np.zeros((H, 12)))] * B)), jnp.float32)
+    _, aux = matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
+                           foot_height_weight=1.0)
+    assert float(aux["train/foot_height_rmse"]) < 1e-5
+    plain, aux = matching_loss(moved_params, DiT1d(DIT).apply, windows, cond, jax.random.PRNGKey(3), normalizer, FLOW)
+    with_feet, _ = matching_loss(moved_params, DiT1d(DIT).apply, windows, cond, jax.random.PRNGKey(3), normalizer,
+                                 FLOW, foot_height_weight=2.0)
+    rmse = float(aux["train/foot_height_rmse"])
+    assert 1e-3 < rmse < 0.2  # metres
+    assert float(with_feet) == pytest.approx(float(plain) + 2.0 * rmse**2 / FOOT_HEIGHT_SCALE**2, rel=1e-4)
 
 
 def test_uniform_start_noise_draws_each_window_a_scale_below_its_own():

@@ -12,7 +12,7 @@ from dynaflow_policy.data.kinematic import (GAIT_OFFSETS, KinematicGaitConfig,
                                             generate_kinematic_dataset, leg_fk, leg_geometry, leg_ik,
                                             quat_from_rpy, synthesize_trajectory)
 from dynaflow_policy.data.schema import load_dataset
-from envs.kinematics import foot_positions
+from envs.kinematics import foot_heights, foot_positions
 from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_RADIUS, JOINT_POS, JOINT_VEL, NQ,
                           PHYSICS, load_mj_model)
 from envs.task import (GAIT_DUTY, GAIT_PERIODS, GAITS, CommandRanges, body_linvel, foot_phases, gait_index,
@@ -61,6 +61,22 @@ def test_ik_matches_native_forward_kinematics():
     np.testing.assert_allclose(leg_ik(leg_fk(q_rand)), q_rand, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="out of reach"):
         leg_ik(home + np.array([0.0, 0.0, -0.3]))
+
+
+def test_analytic_foot_heights_match_native_kinematics_for_any_pose():
+    """Tilted, turned, raised trunks and random joints: NumPy (float64) and JAX (float32) against MuJoCo."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    x = np.tile(PHYSICS.home_state.astype(np.float64), (64, 1))
+    x[:, BASE_POS] = rng.uniform([-2, -2, 0.1], [2, 2, 0.4], (64, 3))
+    x[:, BASE_QUAT] = quat_from_rpy(*rng.uniform(-0.6, 0.6, (2, 64)), rng.uniform(-np.pi, np.pi, 64))
+    x[:, JOINT_POS] += rng.uniform(-0.5, 0.5, (64, 12))
+    native = foot_positions(x)[..., 2]  # (64, 4)
+    np.testing.assert_allclose(foot_heights(x), native, rtol=0, atol=1e-12)
+    z32 = jax.jit(lambda s: foot_heights(s, jnp))(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(z32), native, rtol=0, atol=2e-6)
 
 
 def test_home_pose_hand_values():

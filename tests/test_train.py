@@ -125,8 +125,14 @@ def test_config_validation_and_json_round_trip():
                          ((1.0, 1.0, -0.5, 1.0), "--start-noise\\) must be >= 0")):
         with pytest.raises(ValueError, match=message):
             TrainConfig(start_noise=bad)
-    with pytest.raises(ValueError, match="--objective labels takes neither"):
+    with pytest.raises(ValueError, match="--objective labels takes none of them"):
         TrainConfig(objective="labels", start_noise=(0.0, 0.0, 0.3, 0.0))
+    with pytest.raises(ValueError, match="--objective labels takes none of them"):
+        TrainConfig(objective="labels", foot_height_weight=1.0)
+    with pytest.raises(ValueError, match="--foot-height-weight\\) must be >= 0"):
+        TrainConfig(foot_height_weight=-1.0)
+    assert tyro.cli(TrainConfig, args=["--foot-height-weight", "0.5"]).foot_height_weight == 0.5
+    assert "foot_height_weight" in TrainConfig.RESUMABLE_FIELDS
 
 
 def test_no_dataset_is_a_clear_error(tmp_path):

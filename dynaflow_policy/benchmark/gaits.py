@@ -30,12 +30,15 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
     """gait name -> scores of the reference windows of that gait and of ``policy``'s episodes under their command.
 
     Each gait present in ``batch`` runs ``episodes`` episodes (seeds ``seed ..``) of
-    ``seconds`` from the env's resting start, commanded with the gait's first window's command.
+    ``seconds`` from the env's resting start; episode i is commanded with the command of
+    the gait's window i (cycling), so the episodes spread over the gait's held-out commands.
 
     Returns:
       gait -> ``{"reference", "executed"}`` (mean ``gait_sync``), ``"reference_feet_in_air"``,
       ``"feet_in_air"`` (mean fraction of feet off the ground), ``"speed"`` (m/s, mean horizontal),
-      ``"command"``, ``"episodes"``, ``"falls"``, ``"falls_per_minute"``, ``"survival_seconds"``, and
+      ``"commanded_speed"`` (m/s, mean of the episodes' commanded horizontal speeds),
+      ``"commands"`` (the distinct commands, (vx, vy, yaw rate) each), ``"episodes"``, ``"falls"``,
+      ``"falls_per_minute"``, ``"survival_seconds"``, and
       ``"timeline"``: {"reference": the first window's foot contacts, "executed": the first episode's first
       ``TIMELINE_SECONDS``}, lists of (FR, FL, RR, RL) 0/1 per control step.
     """
@@ -48,8 +51,9 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
         if not np.any(sel):
             continue
         ref_contact = foot_positions(X_ref[sel])[..., 2] < FOOT_CONTACT_HEIGHT  # (n, H+1, 4)
-        command = batch["command"][sel][0]
-        runs = [run_episode(env, policy, command, seconds, seed + i, gait) for i in range(episodes)]
+        commands = batch["command"][sel]  # (n, 3)
+        episode_commands = commands[np.arange(episodes) % len(commands)]  # (episodes, 3)
+        runs = [run_episode(env, policy, c, seconds, seed + i, gait) for i, c in enumerate(episode_commands)]
         steps = sum(len(ep["contacts"]) for ep in runs)
         falls = sum(ep["fell"] for ep in runs)
         contacts = np.concatenate([ep["contacts"] for ep in runs])  # (steps, 4)
@@ -59,7 +63,8 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
                        "reference_feet_in_air": float(1.0 - ref_contact.mean()),
                        "feet_in_air": float(1.0 - contacts.mean()),
                        "speed": float(np.linalg.norm(velocity, axis=1).mean()),
-                       "command": [float(c) for c in command], "episodes": episodes, "falls": int(falls),
+                       "commanded_speed": float(np.linalg.norm(episode_commands[:, :2], axis=1).mean()),
+                       "commands": commands[:episodes].tolist(), "episodes": episodes, "falls": int(falls),
                        "falls_per_minute": falls / (steps * ctrl_dt / 60.0),
                        "survival_seconds": steps * ctrl_dt / episodes,
                        "timeline": {"reference": ref_contact[0].astype(int).tolist(),

@@ -113,17 +113,20 @@ def _kinematic_lines(config: BenchmarkConfig, kinematic: dict) -> list[str]:
              f"SAE of the kinematic data (actions fitted per transition, an upper bound): "
              f"{kinematic['data_sae']:.3g}; SAE of DynaFlow's output: {kinematic['dynaflow_sae']:.3g}.\n",
              f"Closed loop from the env's resting start, {config.episodes} episodes x {config.seconds:g} s "
-             "per gait, under the command of the gait's first held-out window. Contact-pattern score: "
+             "per gait, episode i under the command of the gait's held-out window i (cycling over them). "
+             "Contact-pattern score: "
              "`envs.task.gait_sync`, mean over the reference windows and over every executed step "
              "(standing on four feet scores 0.33 for trot, pace and bound, and 1 for pronk). Feet in "
              "the air: mean fraction of the four feet off the ground (0 when standing). Speed: mean "
-             "horizontal body speed.\n",
-             "| gait | command (vx, vy, yaw rate) | contact-pattern score, reference / executed "
-             "| feet in the air, reference / executed | speed (m/s) | falls / min | survival (s) |\n"
-             "|---|---|---|---|---|---|---|"]
-    return lines + [f"| {g} | ({', '.join(f'{c:.2f}' for c in d['command'])}) | {d['reference']:.2f} / "
+             "horizontal body speed, against the mean commanded horizontal speed.\n",
+             "| gait | commands | contact-pattern score, reference / executed "
+             "| feet in the air, reference / executed | speed, commanded / executed (m/s) | falls "
+             "| falls / min | survival (s) |\n"
+             "|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {g} | {len(d['commands'])} | {d['reference']:.2f} / "
                     f"{d['executed']:.2f} | {d['reference_feet_in_air']:.2f} / {d['feet_in_air']:.2f} "
-                    f"| {d['speed']:.2f} | {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
+                    f"| {d['commanded_speed']:.2f} / {d['speed']:.2f} | {d['falls']} / {d['episodes']} "
+                    f"| {d['falls_per_minute']:.1f} | {d['survival_seconds']:.1f} |"
                     for g, d in kinematic["gaits"].items()]
 
 

@@ -40,14 +40,14 @@ CLI::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from typing import Sequence
 
 import numpy as np
 
-from envs.physics import FOOT_RADIUS, LEGS, PHYSICS, STATE_DIM, PhysicsConfig, load_mj_model
+from envs.kinematics import LegGeometry, leg_fk, leg_geometry
+from envs.physics import FOOT_RADIUS, PHYSICS, STATE_DIM, PhysicsConfig
 from envs.physics import BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL
 from envs.task import GAIT_DUTY, GAIT_PERIODS, GAIT_PHASE_OFFSETS, GAITS, CommandRanges, gait_index
 
@@ -96,72 +96,6 @@ class KinematicGaitConfig:
 
 
 # --------------------------------------------------------------------------- leg kinematics
-
-
-@dataclasses.dataclass(frozen=True)
-class LegGeometry:
-    """Link geometry of the four legs, read from the compiled MJCF.
-
-    Attributes:
-      hip: (4, 3) abduction-joint positions in the trunk frame (m), order FR, FL, RR, RL.
-      abduction_offset: (4,) signed y offset (m) of the thigh joint from the abduction
-        joint (-0.08 right, +0.08 left).
-      thigh: thigh length (m), thigh joint to knee.
-      calf: calf length (m), knee to foot site (sphere centre).
-    """
-
-    hip: np.ndarray
-    abduction_offset: np.ndarray
-    thigh: float
-    calf: float
-
-
-@functools.lru_cache(maxsize=None)
-def leg_geometry(physics: PhysicsConfig = PHYSICS) -> LegGeometry:
-    """Reads the leg geometry from the MJCF and checks the structure the IK assumes."""
-    m = load_mj_model(physics)
-    hip, offset, thigh, calf = [], [], set(), set()
-    for leg in LEGS:
-        b_hip, b_thigh, b_calf = (m.body(f"{leg}_{p}") for p in ("hip", "thigh", "calf"))
-        site = m.site(f"{leg}_foot")
-        for b in (b_hip, b_thigh, b_calf):
-            if not np.allclose(b.quat, (1, 0, 0, 0)):
-                raise ValueError(f"leg IK assumes unrotated leg bodies; {b.name} has quat {b.quat}")
-        axes = [m.jnt_axis[m.joint(f"{leg}_{j}_joint").id] for j in ("hip", "thigh", "calf")]
-        if not (np.allclose(axes[0], (1, 0, 0)) and np.allclose(axes[1], (0, 1, 0))
-                and np.allclose(axes[2], (0, 1, 0))):
-            raise ValueError(f"leg IK assumes joint axes x, y, y; {leg} has {axes}")
-        if not (np.allclose(b_thigh.pos[[0, 2]], 0) and np.allclose(b_calf.pos[:2], 0)
-                and np.allclose(site.pos[:2], 0) and site.bodyid[0] == b_calf.id):
-            raise ValueError(f"leg IK assumes planar thigh/calf links; {leg} does not match")
-        hip.append(b_hip.pos.copy())
-        offset.append(b_thigh.pos[1])
-        thigh.add(round(-float(b_calf.pos[2]), 9))
-        calf.add(round(-float(site.pos[2]), 9))
-    if len(thigh) != 1 or len(calf) != 1:
-        raise ValueError(f"legs differ in link lengths: thigh {thigh}, calf {calf}")
-    return LegGeometry(np.array(hip), np.array(offset), thigh.pop(), calf.pop())
-
-
-def leg_fk(q: np.ndarray, geometry: LegGeometry | None = None) -> np.ndarray:
-    """Foot positions in the trunk frame.
-
-    Args:
-      q: (..., 12) joint angles in action order (rad).
-      geometry: leg geometry (default: the MJCF's).
-
-    Returns:
-      (..., 4, 3) foot-site positions in the trunk frame (m), order FR, FL, RR, RL.
-    """
-    g = geometry or leg_geometry()
-    q = np.asarray(q, dtype=np.float64).reshape(*np.shape(q)[:-1], 4, 3)  # (..., 4, 3)
-    q1, q2, q3 = q[..., 0], q[..., 1], q[..., 2]
-    x = -g.thigh * np.sin(q2) - g.calf * np.sin(q2 + q3)  # (..., 4) sagittal plane
-    z = -g.thigh * np.cos(q2) - g.calf * np.cos(q2 + q3)
-    d = g.abduction_offset  # (4,)
-    y_rot = d * np.cos(q1) - z * np.sin(q1)  # rotation about x by q1
-    z_rot = d * np.sin(q1) + z * np.cos(q1)
-    return g.hip + np.stack([x, y_rot, z_rot], axis=-1)
 
 
 def leg_ik(feet: np.ndarray, geometry: LegGeometry | None = None) -> np.ndarray:

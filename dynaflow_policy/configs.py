@@ -298,11 +298,14 @@ class TrainConfig(DiTTrainConfig):
     """Fraction of training windows whose network input X_t interpolates towards the rollout of the
     network's own one-step plan instead of the data (``dynaflow_policy.flow.own_plan_endpoint``): the
     inputs the sampler gives it with more than one ODE step. 0 = the paper's recipe."""
-    foot_height_weight: float = 0.0
+    foot_height_weight: float | tuple[float, float, float, float] = 0.0
     """With the matching objective, the weight of a term on the world heights of the four feet along the
     rollout against the data's (``dynaflow_policy.flow.matching_loss``; 1 counts a 2 cm error as one
-    normalised state unit): the feet decide the contact pattern. 0 = none (the paper's recipe)."""
+    normalised state unit): the feet decide the contact pattern. One value, or one per gait in
+    ``envs.task.GAITS`` order, like :attr:`start_noise`. 0 = none (the paper's recipe)."""
 
+    PER_GAIT_FIELDS = ("start_noise", "foot_height_weight")
+    """Loss fields that take one value or one per gait of ``envs.task.GAITS`` (each window takes its gait's)."""
     LOSS_FIELDS = ("start_noise", "start_noise_uniform", "objective", "label_weight", "own_plan_fraction",
                    "foot_height_weight")
     """The fields that choose the loss (:attr:`loss_options`, keyword arguments of ``train.batch_loss``)."""
@@ -312,14 +315,8 @@ class TrainConfig(DiTTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.start_noise, numbers.Real):  # a list from JSON, or a tuple
-            scales = tuple(float(s) for s in self.start_noise)
-            if len(scales) != len(GAITS):
-                raise ValueError(f"TrainConfig.start_noise (--start-noise) takes one value or {len(GAITS)}, one per "
-                                 f"gait ({', '.join(GAITS)}), got {len(scales)}: {self.start_noise}")
-            object.__setattr__(self, "start_noise", scales)
-        if not all(s >= 0 for s in self.start_noise_per_gait):
-            raise ValueError(f"TrainConfig.start_noise (--start-noise) must be >= 0, got {self.start_noise}")
+        for name in self.PER_GAIT_FIELDS:
+            object.__setattr__(self, name, _one_or_per_gait(name, getattr(self, name)))
         if self.objective not in ("matching", "labels"):
             raise ValueError(f"TrainConfig.objective (--objective) must be 'matching' or 'labels', "
                              f"got {self.objective!r}")
@@ -328,20 +325,20 @@ class TrainConfig(DiTTrainConfig):
         if not 0 <= self.own_plan_fraction <= 1:
             raise ValueError(f"TrainConfig.own_plan_fraction (--own-plan-fraction) must be in [0, 1], "
                              f"got {self.own_plan_fraction}")
-        if not self.foot_height_weight >= 0:
-            raise ValueError(f"TrainConfig.foot_height_weight (--foot-height-weight) must be >= 0, "
-                             f"got {self.foot_height_weight}")
         if self.objective == "labels" and (self.label_weight or any(self.start_noise_per_gait)
-                                           or self.foot_height_weight):
+                                           or any(self.foot_height_weight_per_gait)):
             raise ValueError("--label-weight, --start-noise and --foot-height-weight apply to the matching "
                              "objective; --objective labels takes none of them")
 
     @property
     def start_noise_per_gait(self) -> tuple[float, ...]:
         """:attr:`start_noise` of each gait of ``envs.task.GAITS``."""
-        if isinstance(self.start_noise, numbers.Real):
-            return (float(self.start_noise),) * len(GAITS)
-        return self.start_noise
+        return _per_gait(self.start_noise)
+
+    @property
+    def foot_height_weight_per_gait(self) -> tuple[float, ...]:
+        """:attr:`foot_height_weight` of each gait of ``envs.task.GAITS``."""
+        return _per_gait(self.foot_height_weight)
 
     @property
     def loss_options(self) -> dict[str, float | str | tuple[float, ...]]:
@@ -400,3 +397,22 @@ def policy_defaults(execute_steps: int | None, ode_steps: int | None, horizon: i
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _one_or_per_gait(name: str, value: Any) -> float | tuple[float, ...]:
+    """A :attr:`TrainConfig.PER_GAIT_FIELDS` value checked: one number, or one per gait (a list from JSON
+    becomes a tuple), all >= 0; errors name the field and its CLI option."""
+    option = f"TrainConfig.{name} (--{name.replace('_', '-')})"
+    if not isinstance(value, numbers.Real):
+        value = tuple(float(v) for v in value)
+        if len(value) != len(GAITS):
+            raise ValueError(f"{option} takes one value or {len(GAITS)}, one per gait ({', '.join(GAITS)}), "
+                             f"got {len(value)}: {value}")
+    if not all(v >= 0 for v in _per_gait(value)):
+        raise ValueError(f"{option} must be >= 0, got {value}")
+    return value
+
+
+def _per_gait(value: float | tuple[float, ...]) -> tuple[float, ...]:
+    """One value per gait of ``envs.task.GAITS``: ``value`` repeated, or the per-gait tuple itself."""
+    return (float(value),) * len(GAITS) if isinstance(value, numbers.Real) else value

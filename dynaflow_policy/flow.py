@@ -227,7 +227,7 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
                   start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
                   own_plan_fraction: float = 0.0, start_noise_uniform: bool = False,
-                  foot_height_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  foot_height_weight: float | jax.Array = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
@@ -259,7 +259,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       label_weight: weight of the auxiliary label term (static; 0 = none).
       own_plan_fraction: fraction of rows whose X_t interpolates towards the network's own
         plan (:func:`own_plan_endpoint`, from the rollout's start; static; 0 = none).
-      foot_height_weight: weight of the foot-height term (static; 0 = none).
+      foot_height_weight: weight of the foot-height term: a float (static; 0 = none), or (B,) one
+        per window (``train.batch_loss`` gives each window its gait's).
 
     Returns:
       loss: scalar.
@@ -286,8 +287,9 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
         "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
         "train/foot_height_rmse": jnp.sqrt(jnp.mean(foot_sq_err)),
     }
-    if foot_height_weight > 0:
-        loss = loss + foot_height_weight * jnp.mean(foot_sq_err) / FOOT_HEIGHT_SCALE**2
+    if not isinstance(foot_height_weight, numbers.Real) or foot_height_weight > 0:
+        window_weight = jnp.reshape(jnp.asarray(foot_height_weight), (-1, 1, 1))  # (B or 1, 1, 1)
+        loss = loss + jnp.mean(window_weight * foot_sq_err) / FOOT_HEIGHT_SCALE**2
     if label_weight > 0:
         if labels is None:
             raise ValueError("matching_loss: label_weight > 0 needs labels (B, H, 12)")

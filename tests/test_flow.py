@@ -251,6 +251,21 @@ def test_foot_height_term_scores_the_feet_of_the_rollout(params, moved_params, w
     assert float(with_feet) == pytest.approx(float(plain) + 2.0 * rmse**2 / FOOT_HEIGHT_SCALE**2, rel=1e-4)
 
 
+def test_per_gait_foot_height_weight_weighs_each_window_by_its_gait(moved_params, windows, normalizer):
+    """``train.batch_loss`` on pace windows with one foot-height weight per gait: pace weighted 2 scores the plain
+    loss plus twice the term, pace weighted 0 (the other gaits 2) the plain loss."""
+    batch = {"states": jnp.asarray(windows), "command": jnp.zeros((B, 3)), "gait": jnp.full(B, 1, jnp.int32)}
+    loss = {}
+    for weight in (0.0, (0.0, 2.0, 0.0, 0.0), (2.0, 0.0, 2.0, 2.0)):
+        loss[weight], aux = batch_loss(moved_params, batch, normalizer, jax.random.PRNGKey(3), dit=DIT, flow=FLOW,
+                                       foot_height_weight=weight)
+    term = 2.0 * float(aux["train/foot_height_rmse"]) ** 2 / FOOT_HEIGHT_SCALE**2
+    plain = float(loss[0.0])
+    assert term > 1e-3 * plain
+    assert float(loss[0.0, 2.0, 0.0, 0.0]) == pytest.approx(plain + term, rel=1e-4)
+    assert float(loss[2.0, 0.0, 2.0, 2.0]) == pytest.approx(plain, rel=1e-6)
+
+
 def test_uniform_start_noise_draws_each_window_a_scale_below_its_own():
     scale = jnp.tile(jnp.asarray([0.0, 1.0, 0.5, 2.0]), 2500)  # (10000,): per-gait scales of four gaits
     drawn = np.asarray(start_noise_scales(jax.random.PRNGKey(0), scale, 10000, uniform=True))

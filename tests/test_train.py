@@ -132,6 +132,13 @@ def test_config_validation_and_json_round_trip():
     with pytest.raises(ValueError, match="--foot-height-weight\\) must be >= 0"):
         TrainConfig(foot_height_weight=-1.0)
     assert tyro.cli(TrainConfig, args=["--foot-height-weight", "0.5"]).foot_height_weight == 0.5
+    feet = tyro.cli(TrainConfig, args=["--foot-height-weight", "0.3", "0", "0.3", "0.3"])
+    assert feet.foot_height_weight_per_gait == (0.3, 0.0, 0.3, 0.3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(feet.to_dict()))) == feet
+    for bad, message in (((1.0, 0.5, 1.0), "--foot-height-weight\) takes one value or 4"),
+                         ((0.3, float("nan"), 0.3, 0.3), "--foot-height-weight\) must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(foot_height_weight=bad)
     assert "foot_height_weight" in TrainConfig.RESUMABLE_FIELDS
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import envs
 from dynaflow_policy.benchmark.four_gaits import TIMELINE_SECONDS
+from dynaflow_policy.benchmark.gait_check import episode_scores
 from dynaflow_policy.benchmark.methods import dynaflow_generator
 from dynaflow_policy.benchmark.sections import generate_windows
 from dynaflow_policy.closed_loop import Controller, run_episode
@@ -22,7 +23,7 @@ from dynaflow_policy.loading import load_policy
 from dynaflow_policy.metrics import sae_fitted_native, sae_native
 from envs.kinematics import foot_positions
 from envs.physics import FOOT_CONTACT_HEIGHT
-from envs.task import GAITS, body_linvel, gait_sync
+from envs.task import GAITS, gait_sync
 
 
 def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndarray, episodes: int, seconds: float,
@@ -55,17 +56,15 @@ def gait_scores(policy: Controller, batch: dict[str, np.ndarray], X_ref: np.ndar
         episode_commands = commands[np.arange(episodes) % len(commands)]  # (episodes, 3)
         runs = [run_episode(env, policy, c, seconds, seed + i, gait) for i, c in enumerate(episode_commands)]
         steps = sum(len(ep["contacts"]) for ep in runs)
-        falls = sum(ep["fell"] for ep in runs)
-        contacts = np.concatenate([ep["contacts"] for ep in runs])  # (steps, 4)
-        velocity = np.concatenate([body_linvel(ep["states"][1:])[:, :2] for ep in runs])  # (steps, 2)
+        scores = episode_scores(runs, gait)
         gaits[gait] = {"reference": float(gait_sync(ref_contact, g).mean()),
-                       "executed": float(gait_sync(contacts, g).mean()),
+                       "executed": scores["contact_pattern"],
                        "reference_feet_in_air": float(1.0 - ref_contact.mean()),
-                       "feet_in_air": float(1.0 - contacts.mean()),
-                       "speed": float(np.linalg.norm(velocity, axis=1).mean()),
+                       "feet_in_air": scores["feet_in_air"],
+                       "speed": scores["speed"],
                        "commanded_speed": float(np.linalg.norm(episode_commands[:, :2], axis=1).mean()),
-                       "commands": commands[:episodes].tolist(), "episodes": episodes, "falls": int(falls),
-                       "falls_per_minute": falls / (steps * ctrl_dt / 60.0),
+                       "commands": commands[:episodes].tolist(), "episodes": episodes, "falls": scores["falls"],
+                       "falls_per_minute": scores["falls"] / (steps * ctrl_dt / 60.0),
                        "survival_seconds": steps * ctrl_dt / episodes,
                        "timeline": {"reference": ref_contact[0].astype(int).tolist(),
                                     "executed": runs[0]["contacts"][:timeline_steps].astype(int).tolist()}}

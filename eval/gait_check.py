@@ -45,6 +45,12 @@ class Args:
     """Episodes stepped together in the held-out part."""
     seed: int = 0
     """Seed of the window draw, the sampling noise and the env resets."""
+    ode_steps: int | None = None
+    """ODE steps per plan for every checkpoint (default: each checkpoint's)."""
+    execute_steps: int | None = None
+    """Actions executed per plan for every checkpoint (default: each checkpoint's)."""
+    ensemble: int | None = None
+    """Overlapping plans averaged per action for every checkpoint (default: each checkpoint's)."""
     out: str = os.path.join(REPO, "results", "gait_check")
     """Output directory (``gait_check.md``, ``gait_check.json``)."""
 
@@ -67,8 +73,11 @@ def _per_gait(scores: dict, key: str, fmt: str) -> str:
 def markdown(results: dict[str, dict], args: Args) -> str:
     """Two tables: the held-out spread per checkpoint, then the sweep's falls per checkpoint."""
     gaits = " / ".join(next(iter(results.values()))["held_out"])
+    overrides = ", ".join(f"{k} {getattr(args, k)}" for k in ("ode_steps", "execute_steps", "ensemble")
+                          if getattr(args, k) is not None)
     lines = [f"Held-out commands of `{os.path.relpath(args.data, REPO)}`: {args.commands} per gait x "
-             f"{args.episodes} episodes x {args.seconds:g} s from rest; per gait ({gaits}).", "",
+             f"{args.episodes} episodes x {args.seconds:g} s from rest; per gait ({gaits})"
+             f"{'; every checkpoint with ' + overrides if overrides else ''}.", "",
              "| checkpoint | falls | contact pattern | feet in the air | speed (m/s) | commanded (m/s) |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -95,10 +104,12 @@ def main(args: Args) -> str:
     from dynaflow_policy.data.split import held_out_windows_for, training_split
 
     held = held_out_windows_for([training_split(c) for c in args.checkpoint], args.data, args.windows, args.seed)
+    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps),
+                                   ("ensemble", args.ensemble)) if v is not None}
     results = {}
     for path in args.checkpoint:
         t0 = time.perf_counter()
-        policy = load_policy(path, seed=args.seed)
+        policy = load_policy(path, seed=args.seed, **overrides)
         name = os.path.relpath(path, REPO)
         results[name] = {"held_out": held_out_spread(policy, held.batch, args.commands, args.episodes, args.seconds,
                                                      args.seed, args.num_envs)}

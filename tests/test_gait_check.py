@@ -69,7 +69,7 @@ def test_the_script_compares_checkpoints_on_held_out_commands_and_the_sweep(tmp_
     save_dataset(data, generate_kinematic_dataset(8, 1.0, seed=3))
     ckpt = write_dynaflow_checkpoint(tmp_path / "run" / "checkpoints", horizon=8, gait_clock=True)
     args = cli.Args(checkpoint=(ckpt,), data=str(data), windows=16, commands=1, episodes=2, seconds=0.2,
-                    sweep_episodes=1, num_envs=2, out=str(tmp_path / "out"))
+                    sweep_episodes=1, num_envs=2, execute_steps=2, out=str(tmp_path / "out"))
     cli.main(args)
     with open(tmp_path / "out" / "gait_check.json") as f:
         results = json.load(f)["results"]
@@ -80,6 +80,7 @@ def test_the_script_compares_checkpoints_on_held_out_commands_and_the_sweep(tmp_
     assert all(len(per) == 8 for per in row["sweep"].values())  # the benchmark sweep's scenarios
     table = (tmp_path / "out" / "gait_check.md").read_text()
     assert table.count(f"| `{os.path.relpath(ckpt, REPO)}` |") == 2  # a row in each table
+    assert "every checkpoint with execute_steps 2" in table
 
 
 @pytest.mark.parametrize("field,value", [("commands", 0), ("episodes", 0), ("sweep_episodes", -1), ("seconds", 0.0),

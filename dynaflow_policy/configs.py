@@ -303,11 +303,16 @@ class TrainConfig(DiTTrainConfig):
     rollout against the data's (``dynaflow_policy.flow.matching_loss``; 1 counts a 2 cm error as one
     normalised state unit): the feet decide the contact pattern. One value, or one per gait in
     ``envs.task.GAITS`` order, like :attr:`start_noise`. 0 = none (the paper's recipe)."""
+    foot_contact_weight: float | tuple[float, float, float, float] = 0.0
+    """With the matching objective, the weight of a term that asks each foot of the rollout to be on the
+    ground where the data's is and in the air where the data's is, at any height
+    (``dynaflow_policy.flow.foot_contact_violation``; scaled like :attr:`foot_height_weight`). One value, or
+    one per gait. 0 = none (the paper's recipe)."""
 
-    PER_GAIT_FIELDS = ("start_noise", "foot_height_weight")
+    PER_GAIT_FIELDS = ("start_noise", "foot_height_weight", "foot_contact_weight")
     """Loss fields that take one value or one per gait of ``envs.task.GAITS`` (each window takes its gait's)."""
     LOSS_FIELDS = ("start_noise", "start_noise_uniform", "objective", "label_weight", "own_plan_fraction",
-                   "foot_height_weight")
+                   "foot_height_weight", "foot_contact_weight")
     """The fields that choose the loss (:attr:`loss_options`, keyword arguments of ``train.batch_loss``)."""
     RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + LOSS_FIELDS
     """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and :attr:`LOSS_FIELDS`, which may change to fine-tune a run
@@ -326,9 +331,10 @@ class TrainConfig(DiTTrainConfig):
             raise ValueError(f"TrainConfig.own_plan_fraction (--own-plan-fraction) must be in [0, 1], "
                              f"got {self.own_plan_fraction}")
         if self.objective == "labels" and (self.label_weight or any(self.start_noise_per_gait)
-                                           or any(self.foot_height_weight_per_gait)):
-            raise ValueError("--label-weight, --start-noise and --foot-height-weight apply to the matching "
-                             "objective; --objective labels takes none of them")
+                                           or any(self.foot_height_weight_per_gait)
+                                           or any(_per_gait(self.foot_contact_weight))):
+            raise ValueError("--label-weight, --start-noise, --foot-height-weight and --foot-contact-weight apply "
+                             "to the matching objective; --objective labels takes none of them")
 
     @property
     def start_noise_per_gait(self) -> tuple[float, ...]:

@@ -29,8 +29,8 @@ import envs
 from dynaflow_policy.configs import FlowConfig
 from dynaflow_policy.normalizer import Normalizer
 from envs.kinematics import foot_heights
-from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, JOINT_POS, JOINT_VEL, PHYSICS, STATE_DIM,
-                          PhysicsConfig)
+from envs.physics import (BASE_ANGVEL, BASE_LINVEL, BASE_POS, BASE_QUAT, FOOT_CONTACT_HEIGHT, JOINT_POS, JOINT_VEL,
+                          PHYSICS, STATE_DIM, PhysicsConfig)
 
 Params = Any
 """The network's parameter pytree (first argument of ``apply_fn``)."""
@@ -107,7 +107,27 @@ def perturb_start(rng: jax.Array, x0: jax.Array, scale: float | jax.Array) -> ja
 
 
 FOOT_HEIGHT_SCALE = 0.02
-"""Foot-height error (m) that the foot term of :func:`matching_loss` counts as one normalised unit."""
+"""Foot-height error (m) that the foot terms of :func:`matching_loss` count as one normalised unit."""
+FOOT_CONTACT_MARGIN = 0.0025
+"""Margin (m) on each side of ``envs.physics.FOOT_CONTACT_HEIGHT`` that the foot-contact term asks for."""
+
+
+def foot_contact_violation(z: jax.Array, z_ref: jax.Array) -> jax.Array:
+    """How far (m) each foot is on the wrong side of the contact threshold that its reference foot is on.
+
+    A reference foot below ``FOOT_CONTACT_HEIGHT`` (in contact) asks for a foot at most
+    ``FOOT_CONTACT_HEIGHT - FOOT_CONTACT_MARGIN`` high; one above it (in the air) for at least
+    ``FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN``; how high above does not matter.
+
+    Args:
+      z, z_ref: (..., 4) foot heights (m) of the rollout and of the data.
+
+    Returns:
+      (..., 4) violation (m), >= 0; 0 where the foot's contact agrees with the reference's with the margin.
+    """
+    stance = z_ref < FOOT_CONTACT_HEIGHT
+    return jnp.where(stance, jax.nn.relu(z - (FOOT_CONTACT_HEIGHT - FOOT_CONTACT_MARGIN)),
+                     jax.nn.relu(FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN - z))
 
 _START_SCALE_STREAM = 3  # fold_in tag of the per-window scales of a uniform start noise
 
@@ -227,7 +247,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
                   start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
                   own_plan_fraction: float = 0.0, start_noise_uniform: bool = False,
-                  foot_height_weight: float | jax.Array = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  foot_height_weight: float | jax.Array = 0.0,
+                  foot_contact_weight: float | jax.Array = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Conditional flow-matching loss through the differentiable rollout.
 
     L = sum(W * (norm(Phi(x0, U)) - norm(X_1))^2) / (B * sum(W)), U = D_theta(X_t, t, c),
@@ -237,7 +258,10 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     :func:`label_loss`); with ``foot_height_weight`` > 0, ``foot_height_weight *
     mean(((z_feet(Phi) - z_feet(X_1)) / FOOT_HEIGHT_SCALE)^2)`` over rows 1..H, the world
     heights of the four feet (:func:`envs.kinematics.foot_heights`), which decide the
-    contact pattern but weigh little among the 37 state dimensions. Works under
+    contact pattern but weigh little among the 37 state dimensions; with ``foot_contact_weight`` > 0,
+    ``foot_contact_weight * mean((foot_contact_violation / FOOT_HEIGHT_SCALE)^2)`` over the same rows,
+    which asks only that each foot be on the ground or in the air when the data's is
+    (:func:`foot_contact_violation`), not that it follow the data's height. Works under
     ``jax.value_and_grad(..., has_aux=True)`` and ``jax.jit``.
 
     Args:
@@ -261,12 +285,15 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
         plan (:func:`own_plan_endpoint`, from the rollout's start; static; 0 = none).
       foot_height_weight: weight of the foot-height term: a float (static; 0 = none), or (B,) one
         per window (``train.batch_loss`` gives each window its gait's).
+      foot_contact_weight: weight of the foot-contact term, the same way.
 
     Returns:
       loss: scalar.
       aux: ``train/loss``; ``train/last_state_mse``, the normalised squared error of
       the window's last state (errors grow along the horizon); ``train/action_rms``;
-      ``train/foot_height_rmse`` (m); with labels, ``train/matching_loss`` and ``train/label_mse``.
+      ``train/foot_height_rmse`` (m); with the foot-contact term, ``train/foot_contact_agreement`` (fraction of
+      the rollout's feet on the data's side of the contact threshold); with labels, ``train/matching_loss``
+      and ``train/label_mse``.
     """
     b, rows, _ = x1_window.shape
     if not isinstance(start_noise, numbers.Real) or start_noise > 0:
@@ -281,7 +308,8 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     sq_err = (normalizer.normalize(x_hat) - x1_n) ** 2  # (B, H+1, 37)
     w = jnp.asarray(loss_weights(rows - 1, config))  # (H+1, 37)
     loss = jnp.sum(w * sq_err) / (b * jnp.sum(w))
-    foot_sq_err = (foot_heights(x_hat[:, 1:], jnp) - foot_heights(x1_window[:, 1:], jnp)) ** 2  # (B, H, 4)
+    z_hat, z_ref = foot_heights(x_hat[:, 1:], jnp), foot_heights(x1_window[:, 1:], jnp)  # (B, H, 4) each
+    foot_sq_err = (z_hat - z_ref) ** 2  # (B, H, 4)
     aux = {
         "train/last_state_mse": jnp.mean(sq_err[:, -1]),
         "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
@@ -290,6 +318,11 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
     if not isinstance(foot_height_weight, numbers.Real) or foot_height_weight > 0:
         window_weight = jnp.reshape(jnp.asarray(foot_height_weight), (-1, 1, 1))  # (B or 1, 1, 1)
         loss = loss + jnp.mean(window_weight * foot_sq_err) / FOOT_HEIGHT_SCALE**2
+    if not isinstance(foot_contact_weight, numbers.Real) or foot_contact_weight > 0:
+        window_weight = jnp.reshape(jnp.asarray(foot_contact_weight), (-1, 1, 1))  # (B or 1, 1, 1)
+        loss = loss + jnp.mean(window_weight * foot_contact_violation(z_hat, z_ref) ** 2) / FOOT_HEIGHT_SCALE**2
+        aux["train/foot_contact_agreement"] = jnp.mean(
+            ((z_hat < FOOT_CONTACT_HEIGHT) == (z_ref < FOOT_CONTACT_HEIGHT)).astype(jnp.float32))
     if label_weight > 0:
         if labels is None:
             raise ValueError("matching_loss: label_weight > 0 needs labels (B, H, 12)")

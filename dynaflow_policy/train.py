@@ -73,29 +73,29 @@ DATA_AXIS = "data"
 def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer, rng: jax.Array, *,
                dit: DiTConfig, flow: FlowConfig, start_noise: float | tuple[float, ...] = 0.0, objective: str = "matching",
                label_weight: float = 0.0, own_plan_fraction: float = 0.0,
-               start_noise_uniform: bool = False, foot_height_weight: float | tuple[float, ...] = 0.0
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+               start_noise_uniform: bool = False, foot_height_weight: float | tuple[float, ...] = 0.0,
+               foot_contact_weight: float | tuple[float, ...] = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The loss of one raw batch (heading frame and conditioning applied here); the keyword
     arguments after ``flow`` are ``TrainConfig.loss_options``.
 
-    A per-gait ``start_noise`` or ``foot_height_weight`` (one value per gait of ``envs.task.GAITS``) gives
-    each window its gait's.
+    A per-gait ``start_noise``, ``foot_height_weight`` or ``foot_contact_weight`` (one value per gait of
+    ``envs.task.GAITS``) gives each window its gait's.
 
     Returns:
       (loss, aux) of ``dynaflow_policy.flow.matching_loss`` (``objective="matching"``, with the
       auxiliary label term if ``label_weight`` > 0) or ``flow.label_loss`` (``"labels"``).
     """
     x1, cond = prepare_batch(batch, flow)
-    if not isinstance(start_noise, numbers.Real):
-        start_noise = jnp.asarray(start_noise, x1.dtype)[batch["gait"]]  # (B,)
-    if not isinstance(foot_height_weight, numbers.Real):
-        foot_height_weight = jnp.asarray(foot_height_weight, x1.dtype)[batch["gait"]]  # (B,)
+    start_noise, foot_height_weight, foot_contact_weight = (
+        value if isinstance(value, numbers.Real) else jnp.asarray(value, x1.dtype)[batch["gait"]]  # (B,)
+        for value in (start_noise, foot_height_weight, foot_contact_weight))
     if objective == "labels":
         return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow,
                           own_plan_fraction=own_plan_fraction)
     return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
                          labels=batch.get("labels"), label_weight=label_weight, own_plan_fraction=own_plan_fraction,
-                         start_noise_uniform=start_noise_uniform, foot_height_weight=foot_height_weight)
+                         start_noise_uniform=start_noise_uniform, foot_height_weight=foot_height_weight,
+                         foot_contact_weight=foot_contact_weight)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,

@@ -15,15 +15,15 @@ import pytest
 
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
-from dynaflow_policy.flow import (FOOT_HEIGHT_SCALE, START_PERTURBATION_STD, denoise, euler_integrate,
-                                  flow_velocity, interpolate, loss_weights, matching_loss, network_input,
+from dynaflow_policy.flow import (FOOT_CONTACT_MARGIN, FOOT_HEIGHT_SCALE, START_PERTURBATION_STD, denoise,
+                                  euler_integrate, flow_velocity, foot_contact_violation, interpolate, loss_weights, matching_loss, network_input,
                                   noise_window, perturb_start, sample, start_noise_scales)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.train import batch_loss
 from dynaflow_policy.normalizer import Normalizer
 from envs.native import replay
-from envs.physics import BASE_POS, BASE_QUAT, PHYSICS, STATE_DIM
+from envs.physics import BASE_POS, BASE_QUAT, FOOT_CONTACT_HEIGHT, PHYSICS, STATE_DIM
 
 B, H = 2, 4
 DIT = DiTConfig(d_model=32, depth=1, num_heads=2, mlp_ratio=2.0, horizon=H)
@@ -264,6 +264,37 @@ def test_per_gait_foot_height_weight_weighs_each_window_by_its_gait(moved_params
     assert term > 1e-3 * plain
     assert float(loss[0.0, 2.0, 0.0, 0.0]) == pytest.approx(plain + term, rel=1e-4)
     assert float(loss[2.0, 0.0, 2.0, 2.0]) == pytest.approx(plain, rel=1e-6)
+
+
+def test_foot_contact_violation_asks_for_the_datas_side_of_the_threshold_at_any_height():
+    h, m = FOOT_CONTACT_HEIGHT, FOOT_CONTACT_MARGIN
+    z_ref = jnp.asarray([h - 0.004, h - 0.004, h + 0.001, h + 0.05])  # down, down, just up, high up
+    z = jnp.asarray([h - 0.010, h + 0.010, h + 0.001, h + 0.005])
+    np.testing.assert_allclose(foot_contact_violation(z, z_ref), [0.0, 0.010 + m, m - 0.001, 0.0], atol=1e-7)
+    assert float(jnp.sum(foot_contact_violation(z_ref + 0.1, z_ref + 0.1))) == 0.0  # all up: no height asked
+
+
+def test_foot_contact_term_is_zero_on_the_data_and_weighs_each_window_by_its_gait(params, moved_params, windows,
+                                                                                normalizer):
+    """U = 0 on standing windows keeps every foot down where the data's is: no term, full agreement. On pace
+    windows, a pace weight of 2 scores as a single weight of 2 and more than the plain loss; the other gaits'
+    weights do not count."""
+    standing = replay(PHYSICS.home_state, np.zeros((25, 12)))[-1]
+    still = jnp.asarray(to_heading_frame(np.stack([replay(standing, np.zeros((H, 12)))] * B)), jnp.float32)
+    cond = jnp.zeros((B, FLOW.cond_dim))
+    plain, _ = matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW)
+    with_term, aux = matching_loss(params, DiT1d(DIT).apply, still, cond, jax.random.PRNGKey(3), normalizer, FLOW,
+                                   foot_contact_weight=5.0)
+    assert float(with_term) == pytest.approx(float(plain), rel=1e-6)
+    assert float(aux["train/foot_contact_agreement"]) == 1.0
+    lifted = windows.at[:, 1:, BASE_POS.start + 2].add(0.05)  # the data's trunk, so its feet, 5 cm higher
+    batch = {"states": lifted, "command": jnp.zeros((B, 3)), "gait": jnp.full(B, 1, jnp.int32)}
+    loss = {w: float(batch_loss(moved_params, batch, normalizer, jax.random.PRNGKey(3), dit=DIT, flow=FLOW,
+                                foot_contact_weight=w)[0])
+            for w in (0.0, 2.0, (0.0, 2.0, 0.0, 0.0), (2.0, 0.0, 2.0, 2.0))}
+    assert loss[2.0] - loss[0.0] > 1e-3 * loss[0.0]  # feet down where the data's are in the air
+    assert loss[0.0, 2.0, 0.0, 0.0] == pytest.approx(loss[2.0], rel=1e-6)
+    assert loss[2.0, 0.0, 2.0, 2.0] == pytest.approx(loss[0.0], rel=1e-6)
 
 
 def test_uniform_start_noise_draws_each_window_a_scale_below_its_own():

@@ -140,6 +140,13 @@ def test_config_validation_and_json_round_trip():
         with pytest.raises(ValueError, match=message):
             TrainConfig(foot_height_weight=bad)
     assert "foot_height_weight" in TrainConfig.RESUMABLE_FIELDS
+    contact = tyro.cli(TrainConfig, args=["--foot-contact-weight", "1", "0.5", "1", "1"])
+    assert contact.foot_contact_weight == (1.0, 0.5, 1.0, 1.0) and "foot_contact_weight" in TrainConfig.RESUMABLE_FIELDS
+    assert TrainConfig.from_dict(json.loads(json.dumps(contact.to_dict()))) == contact
+    with pytest.raises(ValueError, match="--foot-contact-weight\\) must be >= 0"):
+        TrainConfig(foot_contact_weight=-0.1)
+    with pytest.raises(ValueError, match="--objective labels takes none of them"):
+        TrainConfig(objective="labels", foot_contact_weight=1.0)
 
 
 def test_no_dataset_is_a_clear_error(tmp_path):

@@ -332,7 +332,7 @@ class TrainConfig(DiTTrainConfig):
                              f"got {self.own_plan_fraction}")
         if self.objective == "labels" and (self.label_weight or any(self.start_noise_per_gait)
                                            or any(self.foot_height_weight_per_gait)
-                                           or any(_per_gait(self.foot_contact_weight))):
+                                           or any(self.foot_contact_weight_per_gait)):
             raise ValueError("--label-weight, --start-noise, --foot-height-weight and --foot-contact-weight apply "
                              "to the matching objective; --objective labels takes none of them")
 
@@ -345,6 +345,11 @@ class TrainConfig(DiTTrainConfig):
     def foot_height_weight_per_gait(self) -> tuple[float, ...]:
         """:attr:`foot_height_weight` of each gait of ``envs.task.GAITS``."""
         return _per_gait(self.foot_height_weight)
+
+    @property
+    def foot_contact_weight_per_gait(self) -> tuple[float, ...]:
+        """:attr:`foot_contact_weight` of each gait of ``envs.task.GAITS``."""
+        return _per_gait(self.foot_contact_weight)
 
     @property
     def loss_options(self) -> dict[str, float | str | tuple[float, ...]]:

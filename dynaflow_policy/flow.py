@@ -117,7 +117,8 @@ def foot_contact_violation(z: jax.Array, z_ref: jax.Array) -> jax.Array:
 
     A reference foot below ``FOOT_CONTACT_HEIGHT`` (in contact) asks for a foot at most
     ``FOOT_CONTACT_HEIGHT - FOOT_CONTACT_MARGIN`` high; one above it (in the air) for at least
-    ``FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN``; how high above does not matter.
+    ``FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN``; how high above does not matter. A reference foot
+    inside the margin asks only for its own height, so the data itself never violates.
 
     Args:
       z, z_ref: (..., 4) foot heights (m) of the rollout and of the data.
@@ -126,8 +127,8 @@ def foot_contact_violation(z: jax.Array, z_ref: jax.Array) -> jax.Array:
       (..., 4) violation (m), >= 0; 0 where the foot's contact agrees with the reference's with the margin.
     """
     stance = z_ref < FOOT_CONTACT_HEIGHT
-    return jnp.where(stance, jax.nn.relu(z - (FOOT_CONTACT_HEIGHT - FOOT_CONTACT_MARGIN)),
-                     jax.nn.relu(FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN - z))
+    return jnp.where(stance, jax.nn.relu(z - jnp.maximum(FOOT_CONTACT_HEIGHT - FOOT_CONTACT_MARGIN, z_ref)),
+                     jax.nn.relu(jnp.minimum(FOOT_CONTACT_HEIGHT + FOOT_CONTACT_MARGIN, z_ref) - z))
 
 _START_SCALE_STREAM = 3  # fold_in tag of the per-window scales of a uniform start noise
 

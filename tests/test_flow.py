@@ -16,8 +16,9 @@ import pytest
 import envs
 from dynaflow_policy.configs import DiTConfig, FlowConfig
 from dynaflow_policy.flow import (FOOT_CONTACT_MARGIN, FOOT_HEIGHT_SCALE, START_PERTURBATION_STD, denoise,
-                                  euler_integrate, flow_velocity, foot_contact_violation, interpolate, loss_weights, matching_loss, network_input,
-                                  noise_window, perturb_start, sample, start_noise_scales)
+                                  euler_integrate, flow_velocity, foot_contact_violation, interpolate, loss_weights,
+                                  matching_loss, network_input, noise_window, perturb_start, sample,
+                                  start_noise_scales)
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.model import DiT1d, init_params
 from dynaflow_policy.train import batch_loss
@@ -269,9 +270,13 @@ def test_per_gait_foot_height_weight_weighs_each_window_by_its_gait(moved_params
 def test_foot_contact_violation_asks_for_the_datas_side_of_the_threshold_at_any_height():
     h, m = FOOT_CONTACT_HEIGHT, FOOT_CONTACT_MARGIN
     z_ref = jnp.asarray([h - 0.004, h - 0.004, h + 0.001, h + 0.05])  # down, down, just up, high up
-    z = jnp.asarray([h - 0.010, h + 0.010, h + 0.001, h + 0.005])
-    np.testing.assert_allclose(foot_contact_violation(z, z_ref), [0.0, 0.010 + m, m - 0.001, 0.0], atol=1e-7)
+    z = jnp.asarray([h - 0.010, h + 0.010, h + 0.0005, h + 0.005])
+    np.testing.assert_allclose(foot_contact_violation(z, z_ref), [0.0, 0.010 + m, 0.0005, 0.0], atol=1e-7)
     assert float(jnp.sum(foot_contact_violation(z_ref + 0.1, z_ref + 0.1))) == 0.0  # all up: no height asked
+    near = h + jnp.linspace(-2 * m, 2 * m, 41)  # reference feet inside the margin ask only for their own height
+    assert float(jnp.max(foot_contact_violation(near, near))) == 0.0
+    down_in_margin = (near < h) & (near > h - m + 1e-5)
+    np.testing.assert_allclose(foot_contact_violation(near + 0.001, near)[down_in_margin], 0.001, atol=1e-6)
 
 
 def test_foot_contact_term_is_zero_on_the_data_and_weighs_each_window_by_its_gait(params, moved_params, windows,

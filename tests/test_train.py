@@ -143,6 +143,9 @@ def test_config_validation_and_json_round_trip():
     contact = tyro.cli(TrainConfig, args=["--foot-contact-weight", "1", "0.5", "1", "1"])
     assert contact.foot_contact_weight == (1.0, 0.5, 1.0, 1.0) and "foot_contact_weight" in TrainConfig.RESUMABLE_FIELDS
     assert TrainConfig.from_dict(json.loads(json.dumps(contact.to_dict()))) == contact
+    assert contact.foot_contact_weight_per_gait == (1.0, 0.5, 1.0, 1.0)
+    older = {k: v for k, v in TrainConfig().to_dict().items() if k != "foot_contact_weight"}
+    assert TrainConfig.from_dict(older) == TrainConfig()  # a run's config from before the term
     with pytest.raises(ValueError, match="--foot-contact-weight\\) must be >= 0"):
         TrainConfig(foot_contact_weight=-0.1)
     with pytest.raises(ValueError, match="--objective labels takes none of them"):

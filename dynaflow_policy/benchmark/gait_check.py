@@ -4,7 +4,7 @@ The benchmark's kinematic section runs a few episodes per gait; between
 neighbouring checkpoints of one run the falls move by several in 32, so a
 choice needs more. Two parts, both from the env's resting start:
 
-- :func:`held_out_spread`: per gait, ``commands`` held-out commands of that gait
+- :func:`held_out_spread`: per gait, ``commands`` distinct held-out commands of that gait
   x ``episodes`` episodes each, stepped together in a vector env
   (:func:`dynaflow_policy.closed_loop.run_episodes`): falls, contact-pattern score
   (:func:`envs.task.gait_sync`), feet in the air, speed against the commanded speed.
@@ -23,11 +23,12 @@ import envs
 from dynaflow_policy.benchmark.sweep import SWEEP
 from dynaflow_policy.closed_loop import BatchedController, Controller, Scenario, run_episode, run_episodes
 from envs.physics import PHYSICS
-from envs.task import GAITS, body_linvel, gait_index, gait_sync
+from envs.task import body_linvel, gait_index, gait_sync
 
 
 def episode_scores(runs: list[dict], gait: str) -> dict:
-    """Scores of episodes of one gait (dicts of :func:`dynaflow_policy.closed_loop.run_episode`).
+    """Scores of episodes of one gait (dicts of :func:`dynaflow_policy.closed_loop.run_episode`), over every
+    step from the resting start (unlike ``closed_loop.command_result``, which skips the first second).
 
     Returns:
       ``{"episodes", "falls", "contact_pattern"`` (mean ``gait_sync`` over all steps), ``"feet_in_air"``
@@ -41,27 +42,37 @@ def episode_scores(runs: list[dict], gait: str) -> dict:
             "speed": float(np.linalg.norm(velocity, axis=1).mean())}
 
 
-def held_out_spread(policy: BatchedController, batch: dict[str, np.ndarray], commands: int, episodes: int,
-                    seconds: float, seed: int, num_envs: int = 4) -> dict[str, dict]:
-    """gait -> :func:`episode_scores` over the gait's first ``commands`` held-out commands x ``episodes`` seeds.
+def distinct_commands(batch: dict[str, np.ndarray], gait: str, commands: int) -> np.ndarray:
+    """(n, 3) the first ``commands`` distinct commands of ``gait``'s windows in ``batch``, in window order
+    (neighbouring windows often share one command segment); n < ``commands`` when the gait has fewer."""
+    gait_commands = batch["command"][batch["gait"] == gait_index(gait)]  # (m, 3)
+    _, first = np.unique(gait_commands, axis=0, return_index=True)
+    return gait_commands[np.sort(first)][:commands]
+
+
+def held_out_spread(policy: BatchedController, batch: dict[str, np.ndarray], gaits: tuple[str, ...], commands: int,
+                    episodes: int, seconds: float, seed: int, num_envs: int = 4) -> dict[str, dict]:
+    """gait -> :func:`episode_scores` over the gait's :func:`distinct_commands` x ``episodes`` seeds.
 
     Args:
       policy: a batched controller (``load_policy(...)`` of a DynaFlow checkpoint).
       batch: held-out windows, ``"gait"`` (B,) int and ``"command"`` (B, 3) (vx, vy, yaw rate).
-      commands: held-out commands per gait; episodes: seeds ``seed ..`` per command.
+      gaits: the gaits to run (those the policy knows).
+      commands: distinct held-out commands per gait; episodes: seeds ``seed ..`` per command.
 
     Returns:
-      gait -> scores plus ``"commanded_speed"`` (m/s, mean horizontal speed of the commands) and
-      ``"falls_per_command"``; gaits without windows in ``batch`` are left out.
+      gait -> scores plus ``"commands"`` (the commands run), ``"commanded_speed"`` (m/s, mean horizontal
+      speed of the commands) and ``"falls_per_command"``; gaits without windows in ``batch`` are left out.
     """
     out = {}
-    for g, gait in enumerate(GAITS):
-        gait_commands = batch["command"][batch["gait"] == g][:commands]  # (n, 3)
+    for gait in gaits:
+        gait_commands = distinct_commands(batch, gait, commands)  # (n, 3)
         if not len(gait_commands):
             continue
         per_command = [run_episodes(policy, c, seconds, range(seed, seed + episodes), gait, num_envs=num_envs)
                        for c in gait_commands]
         out[gait] = episode_scores([ep for runs in per_command for ep in runs], gait)
+        out[gait]["commands"] = gait_commands.tolist()
         out[gait]["commanded_speed"] = float(np.linalg.norm(gait_commands[:, :2], axis=1).mean())
         out[gait]["falls_per_command"] = [int(sum(bool(ep["fell"]) for ep in runs)) for runs in per_command]
     return out

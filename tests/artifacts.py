@@ -1,4 +1,9 @@
-"""Small checkpoints for tests: an untrained-but-non-trivial DynaFlow model and hand-made PPO experts."""
+"""Small checkpoints for tests: an untrained-but-non-trivial DynaFlow model and hand-made PPO experts; and the
+eval/ scripts as modules."""
+
+import importlib.util
+import os
+import sys
 
 import jax
 import numpy as np
@@ -55,3 +60,13 @@ def write_ppo_expert(directory, out_scale: float, seed: int = 0, gaits: tuple[st
     if gaits is not None:
         meta["ppo_config"] = {"gaits": list(gaits)}
     return checkpoint.save(directory, 1, arrays, meta)
+
+
+def load_eval_script(name: str):
+    """``eval/<name>.py`` imported as the module ``<name>`` (registered, so its dataclasses find their module)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

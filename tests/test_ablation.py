@@ -1,14 +1,12 @@
 """The ablation table's inputs: variants on the command line, windows of constant command, training hours."""
 
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-from artifacts import write_dynaflow_checkpoint
+from artifacts import load_eval_script, write_dynaflow_checkpoint
 from dynaflow_policy.benchmark.ablation import IDLE_GAP_S, constant_command_windows, training_hours
 from dynaflow_policy.data import load_dataset
 from dynaflow_policy.run_log import METRICS_FILE
@@ -18,11 +16,7 @@ HELD_OUT = os.path.join(REPO, "data", "go1_expert_heldout_small.npz")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ablation_cli", os.path.join(REPO, "eval", "ablation.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation_cli"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("ablation")
 
 
 def test_the_script_writes_one_row_per_variant(tmp_path):

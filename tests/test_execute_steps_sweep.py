@@ -1,21 +1,12 @@
 """eval/execute_steps_sweep.py on a tiny checkpoint: one closed-loop row per value, the best is one of them."""
 
-import importlib.util
 import json
-import os
-import sys
 
-from artifacts import write_dynaflow_checkpoint
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from artifacts import load_eval_script, write_dynaflow_checkpoint
 
 
 def test_sweep_reports_each_value_and_picks_the_fewest_falls(tmp_path):
-    spec = importlib.util.spec_from_file_location("execute_steps_sweep",
-                                                  os.path.join(REPO, "eval", "execute_steps_sweep.py"))
-    sweep = importlib.util.module_from_spec(spec)
-    sys.modules["execute_steps_sweep"] = sweep  # dataclasses look their module up
-    spec.loader.exec_module(sweep)
+    sweep = load_eval_script("execute_steps_sweep")
     ckpt = write_dynaflow_checkpoint(tmp_path / "dynaflow" / "checkpoints", horizon=8)
     best = sweep.main(sweep.Args(checkpoint=ckpt, values=(1, 3), episodes=1, seconds=1.2, out=str(tmp_path / "out")))
     report = json.load(open(tmp_path / "out" / "sweep.json"))

@@ -1,15 +1,13 @@
 """eval/gait_check.py and dynaflow_policy.benchmark.gait_check: the wide closed-loop check of gait checkpoints."""
 
 import dataclasses
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-from artifacts import write_dynaflow_checkpoint
+from artifacts import load_eval_script, write_dynaflow_checkpoint
 from dynaflow_policy.benchmark.gait_check import held_out_spread, sweep_falls
 from dynaflow_policy.closed_loop import Scenario
 from dynaflow_policy.data import save_dataset
@@ -19,11 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("gait_check_cli", os.path.join(REPO, "eval", "gait_check.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gait_check_cli"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("gait_check")
 
 
 class Stand:

@@ -1,25 +1,16 @@
 """eval/rollout_video.py: writes a captioned MP4 of the closed loop, and a side-by-side with a demonstration."""
 
-import importlib.util
-import os
-import sys
-
 import imageio.v3 as iio
 import pytest
 
+from artifacts import load_eval_script
 from dynaflow_policy.data import save_dataset
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def video():
-    spec = importlib.util.spec_from_file_location("rollout_video", os.path.join(REPO, "eval", "rollout_video.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rollout_video"] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
+    return load_eval_script("rollout_video")
 
 
 def test_video_of_a_standing_robot(video, tmp_path, capsys):

@@ -244,6 +244,22 @@ def label_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: ja
     return loss, {"train/loss": loss, "train/label_mse": loss, "train/action_rms": jnp.sqrt(jnp.mean(actions**2))}
 
 
+def _is_active(weight: float | jax.Array) -> bool:
+    """Whether a weight or scale switches its term on: a traced or per-window value, or a float > 0 (static)."""
+    return not isinstance(weight, numbers.Real) or weight > 0
+
+
+def _foot_term(weight: float | jax.Array, sq_err: jax.Array) -> jax.Array:
+    """``mean(weight * sq_err) / FOOT_HEIGHT_SCALE^2``: a foot term of :func:`matching_loss`.
+
+    Args:
+      weight: a float, or (B,) one weight per window.
+      sq_err: (B, H, 4) squared foot-height error or violation (m^2).
+    """
+    window_weight = jnp.reshape(jnp.asarray(weight), (-1, 1, 1))  # (B or 1, 1, 1)
+    return jnp.mean(window_weight * sq_err) / FOOT_HEIGHT_SCALE**2
+
+
 def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond: jax.Array, rng: jax.Array,
                   normalizer: Normalizer, config: FlowConfig, physics: PhysicsConfig = PHYSICS, *,
                   start_noise: float | jax.Array = 0.0, labels: jax.Array | None = None, label_weight: float = 0.0,
@@ -297,7 +313,7 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
       and ``train/label_mse``.
     """
     b, rows, _ = x1_window.shape
-    if not isinstance(start_noise, numbers.Real) or start_noise > 0:
+    if _is_active(start_noise):
         scale = start_noise_scales(rng, start_noise, b, start_noise_uniform)
         x0 = perturb_start(jax.random.fold_in(rng, _START_STREAM), x1_window[:, 0], scale)
         x1_window = x1_window.at[:, 0].set(x0)  # row 0 is masked in the loss: only the rollout's start moves
@@ -316,12 +332,10 @@ def matching_loss(params: Params, apply_fn: ApplyFn, x1_window: jax.Array, cond:
         "train/action_rms": jnp.sqrt(jnp.mean(actions**2)),
         "train/foot_height_rmse": jnp.sqrt(jnp.mean(foot_sq_err)),
     }
-    if not isinstance(foot_height_weight, numbers.Real) or foot_height_weight > 0:
-        window_weight = jnp.reshape(jnp.asarray(foot_height_weight), (-1, 1, 1))  # (B or 1, 1, 1)
-        loss = loss + jnp.mean(window_weight * foot_sq_err) / FOOT_HEIGHT_SCALE**2
-    if not isinstance(foot_contact_weight, numbers.Real) or foot_contact_weight > 0:
-        window_weight = jnp.reshape(jnp.asarray(foot_contact_weight), (-1, 1, 1))  # (B or 1, 1, 1)
-        loss = loss + jnp.mean(window_weight * foot_contact_violation(z_hat, z_ref) ** 2) / FOOT_HEIGHT_SCALE**2
+    if _is_active(foot_height_weight):
+        loss = loss + _foot_term(foot_height_weight, foot_sq_err)
+    if _is_active(foot_contact_weight):
+        loss = loss + _foot_term(foot_contact_weight, foot_contact_violation(z_hat, z_ref) ** 2)
         aux["train/foot_contact_agreement"] = jnp.mean(
             ((z_hat < FOOT_CONTACT_HEIGHT) == (z_ref < FOOT_CONTACT_HEIGHT)).astype(jnp.float32))
     if label_weight > 0:

@@ -44,6 +44,15 @@ def _check_overrides(controller: type, overrides: dict[str, Any], kind: str, pat
                         f"{', '.join(map(repr, unknown))}; its overrides are {taken or 'none'}")
 
 
+SAMPLER_OVERRIDES = ("ode_steps", "execute_steps", "ensemble")
+"""The sampler settings of a DynaFlow or state-flow checkpoint that an eval CLI may override."""
+
+
+def sampler_overrides(args: Any) -> dict[str, int]:
+    """The sampler overrides an eval CLI's parsed ``args`` set: its fields of ``SAMPLER_OVERRIDES`` that are not None."""
+    return {name: getattr(args, name) for name in SAMPLER_OVERRIDES if getattr(args, name) is not None}
+
+
 def load_policy(path: str | os.PathLike, **overrides: Any) -> Policy:
     """The controller of the checkpoint at ``path``.
 

@@ -55,13 +55,13 @@ def main(args: Args) -> str:
     from dynaflow_policy import load_policy
     from dynaflow_policy.checkpoint import checkpoint_kind
     from dynaflow_policy.closed_loop import evaluate, gait_commands, markdown_table
+    from dynaflow_policy.loading import sampler_overrides
     from envs.task import gait_index
 
     for gait in args.gaits:
         gait_index(gait)  # ValueError naming the four gaits, before anything loads
 
-    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps),
-                                   ("ensemble", args.ensemble)) if v is not None}
+    overrides = sampler_overrides(args)
     controller, kind = load_policy(args.checkpoint, **overrides), checkpoint_kind(args.checkpoint)
     t0 = time.perf_counter()
     if args.gaits:

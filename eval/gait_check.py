@@ -73,8 +73,9 @@ def _joined(scores: dict, key: str, fmt: str) -> str:
 
 def markdown(results: dict[str, dict], args: Args) -> str:
     """Two tables: the held-out spread per checkpoint, then the sweep's falls per checkpoint."""
-    overrides = ", ".join(f"{k} {getattr(args, k)}" for k in ("ode_steps", "execute_steps", "ensemble")
-                          if getattr(args, k) is not None)
+    from dynaflow_policy.loading import sampler_overrides
+
+    overrides = ", ".join(f"{k} {v}" for k, v in sampler_overrides(args).items())
     lines = [f"Held-out commands of `{os.path.relpath(args.data, REPO)}`: up to {args.commands} distinct per gait x "
              f"{args.episodes} episodes x {args.seconds:g} s from rest; per gait, in the order of the gaits "
              f"column{'; every checkpoint with ' + overrides if overrides else ''}.", "",
@@ -105,12 +106,12 @@ def main(args: Args) -> str:
     from dynaflow_policy.benchmark.four_gaits import controller_gaits
     from dynaflow_policy.benchmark.gait_check import held_out_spread, sweep_falls
     from dynaflow_policy.data.split import held_out_windows_for, training_split
+    from dynaflow_policy.loading import sampler_overrides
 
     if not os.path.isfile(args.data):
         raise FileNotFoundError(f"--data {args.data}: no such file")
     held = held_out_windows_for([training_split(c) for c in args.checkpoint], args.data, args.windows, args.seed)
-    overrides = {k: v for k, v in (("ode_steps", args.ode_steps), ("execute_steps", args.execute_steps),
-                                   ("ensemble", args.ensemble)) if v is not None}
+    overrides = sampler_overrides(args)
     results = {}
     for path in args.checkpoint:
         t0 = time.perf_counter()

@@ -121,15 +121,27 @@ def test_kinematic_section_spreads_a_gaits_episodes_over_its_held_out_commands()
         def reset(self):
             pass
 
-    commands = np.array([[0.3, 0.0, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 0.5], [0.2, 0.0, 0.0]], np.float32)
-    gait = np.array([0, 0, 0, 3])  # three trot windows, one pronk window
+    commands = np.array([[0.3, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 0.5], [0.2, 0.0, 0.0]],
+                        np.float32)
+    gait = np.array([0, 0, 0, 0, 3])  # four trot windows (the first two share a command), one pronk window
     traj = synthesize_trajectory("trot", commands[:1], np.zeros(1), 9)["states"]  # (9, 37)
-    X_ref = np.repeat(traj[None], 4, axis=0)
+    X_ref = np.repeat(traj[None], 5, axis=0)
     scores = gait_scores(Stand(), {"gait": gait, "command": commands}, X_ref, episodes=4, seconds=0.2, seed=0)
     assert set(scores) == {"trot", "pronk"}
-    trot = scores["trot"]  # episodes under windows 0, 1, 2, 0
-    np.testing.assert_allclose(trot["commands"], commands[:3])
+    trot = scores["trot"]  # episodes under the distinct commands of windows 0, 2, 3, then 0 again
+    np.testing.assert_allclose(trot["commands"], commands[[0, 2, 3]])
     assert trot["commanded_speed"] == pytest.approx((0.3 + 0.4 + 0.0 + 0.3) / 4)
     assert trot["falls"] == 0 and trot["feet_in_air"] < 0.1  # standing (settling from the resting start)
     assert trot["executed"] < 0.5 < scores["pronk"]["executed"]  # four feet down: 2/6 for a trot, 1 for a pronk
-    np.testing.assert_allclose(scores["pronk"]["commands"], commands[3:])
+    np.testing.assert_allclose(scores["pronk"]["commands"], commands[4:])
+
+
+@pytest.mark.parametrize("field, value", [("episodes", 0), ("kinematic_command_windows", 0), ("windows", -1),
+                                          ("latency_warmup", -1), ("seconds", 0.0), ("open_loop_seconds", -1.0)])
+def test_bad_sizes_are_refused_naming_the_option(field, value):
+    from dynaflow_policy.benchmark import BenchmarkConfig
+
+    paths = dict.fromkeys(("dynaflow", "dynaflow_kinematic", "ppo", "state_flow", "ppo_gaits", "dynaflow_gaits",
+                           "data", "kinematic_data", "out"), "x")
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
+        BenchmarkConfig(**paths, **{field: value})

@@ -51,9 +51,23 @@ class BenchmarkConfig:
     """Held-out start states for section 3."""
     kinematic_windows: int = 16
     """Kinematic windows whose actions are fitted for the data SAE (LM fit, ~0.1 s per transition)."""
+    kinematic_command_windows: int = 64
+    """Held-out kinematic windows whose distinct commands per gait the kinematic closed loop cycles through."""
     seed: int = 0
     """Seed of window sampling, noise and env resets."""
     latency_calls: int = 200
     """Timed act() calls per controller for the latency in the closed-loop headings."""
     latency_warmup: int = 5
     """Untimed act() calls before them (compilation)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ode_steps", "windows", "episodes", "sweep_episodes", "switch_episodes", "open_loop_starts",
+                     "kinematic_windows", "kinematic_command_windows", "latency_calls"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive int, got {value!r}")
+        if not isinstance(self.latency_warmup, int) or self.latency_warmup < 0:
+            raise ValueError(f"--latency-warmup must be an int >= 0, got {self.latency_warmup!r}")
+        for name in ("seconds", "open_loop_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

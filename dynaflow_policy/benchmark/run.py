@@ -67,7 +67,7 @@ def run_benchmark(config: BenchmarkConfig, relative_to: str = os.curdir,
     sweep = section_sweep(methods.controllers, config.sweep_episodes, config.seconds, config.seed, log)
     log("section 4: kinematic")
     kinematic = (section_kinematic(config.dynaflow_kinematic, config.kinematic_data, config.kinematic_windows,
-                                   config.episodes, config.seconds, config.seed)
+                                   config.episodes, config.seconds, config.seed, config.kinematic_command_windows)
                  if os.path.isdir(config.dynaflow_kinematic) and os.path.isfile(config.kinematic_data) else None)
     log("section 6: four gaits")
     gait_controllers = {}

@@ -109,13 +109,14 @@ def plots(results: BenchmarkResults, out: str) -> list[str]:
 
 
 def _kinematic_lines(config: BenchmarkConfig, kinematic: dict) -> list[str]:
-    lines = [f"## Kinematic gaits ({kinematic['windows']} held-out windows)\n",
-             f"SAE of the kinematic data (actions fitted per transition, an upper bound): "
-             f"{kinematic['data_sae']:.3g}; SAE of DynaFlow's output: {kinematic['dynaflow_sae']:.3g}.\n",
+    lines = ["## Kinematic gaits\n",
+             f"SAE over {kinematic['windows']} held-out windows of the kinematic data (actions fitted per "
+             f"transition, an upper bound): {kinematic['data_sae']:.3g}; of DynaFlow's output: "
+             f"{kinematic['dynaflow_sae']:.3g}.\n",
              f"Closed loop from the env's resting start, {config.episodes} episodes x {config.seconds:g} s "
-             "per gait, episode i under the command of the gait's held-out window i (cycling over them). "
-             "Contact-pattern score: "
-             "`envs.task.gait_sync`, mean over the reference windows and over every executed step "
+             f"per gait, episode i under the gait's i-th distinct command among {config.kinematic_command_windows} "
+             "held-out windows (cycling over them). Contact-pattern score: "
+             "`envs.task.gait_sync`, mean over those reference windows and over every executed step "
              "(standing on four feet scores 0.33 for trot, pace and bound, and 1 for pronk). Feet in "
              "the air: mean fraction of the four feet off the ground (0 when standing). Speed: mean "
              "horizontal body speed, against the mean commanded horizontal speed.\n",

@@ -137,7 +137,8 @@ def test_kinematic_section_spreads_a_gaits_episodes_over_its_held_out_commands()
 
 
 @pytest.mark.parametrize("field, value", [("episodes", 0), ("kinematic_command_windows", 0), ("windows", -1),
-                                          ("latency_warmup", -1), ("seconds", 0.0), ("open_loop_seconds", -1.0)])
+                                          ("ode_steps", 0), ("latency_warmup", -1), ("seconds", 0.0),
+                                          ("open_loop_seconds", -1.0)])
 def test_bad_sizes_are_refused_naming_the_option(field, value):
     from dynaflow_policy.benchmark import BenchmarkConfig
 

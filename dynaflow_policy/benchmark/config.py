@@ -30,8 +30,9 @@ class BenchmarkConfig:
     """Kinematic gait dataset."""
     out: str
     """Output directory."""
-    ode_steps: int = 4
-    """N of the 'DynaFlow (N ODE steps)' row (``eval/ablation.py`` compares N = 1, 2, 4, 10)."""
+    ode_steps: int | None = None
+    """N of the 'DynaFlow (N ODE steps)' row; None: the DynaFlow checkpoint's own default (its export's
+    ``--ode-steps``). ``eval/ablation.py`` compares N = 1, 2, 4, 10."""
     windows: int = 128
     """Held-out windows for section 1."""
     constant_command: bool = True
@@ -61,7 +62,9 @@ class BenchmarkConfig:
     """Untimed act() calls before them (compilation)."""
 
     def __post_init__(self) -> None:
-        for name in ("ode_steps", "windows", "episodes", "sweep_episodes", "switch_episodes", "open_loop_starts",
+        if self.ode_steps is not None and (not isinstance(self.ode_steps, int) or self.ode_steps < 1):
+            raise ValueError(f"--ode-steps must be a positive int or None, got {self.ode_steps!r}")
+        for name in ("windows", "episodes", "sweep_episodes", "switch_episodes", "open_loop_starts",
                      "kinematic_windows", "kinematic_command_windows", "latency_calls"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

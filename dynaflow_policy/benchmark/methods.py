@@ -85,13 +85,15 @@ def dynaflow_name(ode_steps: int) -> str:
 
 
 def load_methods(config: BenchmarkConfig, relative_to: str = os.curdir) -> Methods:
-    """DynaFlow with 1 and ``config.ode_steps`` ODE steps, the PPO expert and the state flow + ID baseline.
+    """DynaFlow with 1 and ``config.ode_steps`` ODE steps (None: the checkpoint's default), the PPO expert and
+    the state flow + ID baseline.
 
     Paths in the notes on missing checkpoints are relative to ``relative_to``.
     """
     controllers, generators, missing = {}, {}, []
     if os.path.isdir(config.dynaflow):
-        for n in (1, config.ode_steps):
+        shipped = config.ode_steps or load_policy(config.dynaflow).ode_steps
+        for n in sorted({1, shipped}):
             policy = load_policy(config.dynaflow, ode_steps=n, seed=config.seed)
             controllers[dynaflow_name(n)] = policy
             generators[dynaflow_name(n)] = dynaflow_generator(policy)

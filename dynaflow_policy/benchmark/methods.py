@@ -92,9 +92,9 @@ def load_methods(config: BenchmarkConfig, relative_to: str = os.curdir) -> Metho
     """
     controllers, generators, missing = {}, {}, []
     if os.path.isdir(config.dynaflow):
-        shipped = config.ode_steps or load_policy(config.dynaflow).ode_steps
-        for n in sorted({1, shipped}):
-            policy = load_policy(config.dynaflow, ode_steps=n, seed=config.seed)
+        default = load_policy(config.dynaflow, seed=config.seed)
+        for n in sorted({1, config.ode_steps or default.ode_steps}):
+            policy = default if n == default.ode_steps else load_policy(config.dynaflow, ode_steps=n, seed=config.seed)
             controllers[dynaflow_name(n)] = policy
             generators[dynaflow_name(n)] = dynaflow_generator(policy)
     else:

@@ -21,13 +21,11 @@ rows do. A batched network call rounds differently from a call with one row
 (~1e-6), and exactly when an environment is the only one replanning.
 
 ``execute_steps`` and ``ode_steps`` default to the checkpoint's
-(``Checkpoint.policy_defaults``: 4 and the flow's ``ode_steps`` unless the
-export says otherwise). 4 comes from ``python eval/execute_steps_sweep.py
---episodes 10`` on ``checkpoints/dynaflow_go1_expert`` at step 19,000: 1, 2, 4
-and 8 gave no falls in 120 episodes each and vx RMSE 0.49, 0.51, 0.35 and 0.48
-m/s. At step 30,000 the same sweep gave 27, 15, 0 and 0 falls in 40 episodes
-and vx RMSE 0.37, 0.15, 0.11 and 0.11 m/s (yaw-rate RMSE 0.14 with 4, 0.10 with
-8); the kinematic checkpoint and the state-space baseline were measured at 4.
+(``Checkpoint.policy_defaults``: those stored by ``python -m dynaflow_policy.export
+--execute-steps N --ode-steps M``, else 4 and the flow's ``ode_steps``). Every shipped
+DynaFlow checkpoint stores its own, chosen by closed-loop measurement
+(``eval/execute_steps_sweep.py``, ``eval/ablation.py``, ``eval/gait_check.py``;
+the numbers are in docs/training.md).
 
 Sampling at inference. With one ODE step (the default) a plan is one network
 evaluation and needs no physics: the network maps the noise window (row 0 the

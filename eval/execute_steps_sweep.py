@@ -76,7 +76,7 @@ def summarise(results: dict, act_ms: float) -> dict[str, float]:
 
 def main(args: Args) -> int:
     """Runs the sweep, prints and writes the table; returns the best value."""
-    from dynaflow_policy import load_policy
+    from dynaflow_policy import checkpoint, load_policy
     from dynaflow_policy.closed_loop import EXPERT_COMMANDS, evaluate
 
     summary = {}
@@ -88,8 +88,9 @@ def main(args: Args) -> int:
         summary[k] = summarise(results, 1e3 * policy.seconds / max(policy.calls, 1))
         print(f"execute_steps {k}: {summary[k]}", file=sys.stderr)
     best = min(summary, key=lambda k: (summary[k]["falls_per_minute"], summary[k]["vx_rmse"]))
-    lines = [f"`{os.path.relpath(args.checkpoint, REPO)}`, {args.episodes} episodes x {args.seconds:g} s per command "
-             f"({', '.join(EXPERT_COMMANDS)}), seeds {args.seed}..{args.seed + args.episodes - 1}, "
+    step = checkpoint.read_meta(checkpoint.resolve(args.checkpoint))["step"]
+    lines = [f"`{os.path.relpath(args.checkpoint, REPO)}` (training step {step}), {args.episodes} episodes x "
+             f"{args.seconds:g} s per command ({', '.join(EXPERT_COMMANDS)}), seeds {args.seed}..{args.seed + args.episodes - 1}, "
              f"ODE steps {args.ode_steps or 'of the checkpoint'}; {time.perf_counter() - t_start:.0f} s.\n",
              "| execute_steps | falls | falls / min | survival (s) | vx RMSE (m/s) | yaw-rate RMSE (rad/s) "
              "| power (W) | act() mean (ms) |", "|---|---|---|---|---|---|---|---|"]

@@ -40,14 +40,14 @@ def test_kept_steps_leave_out_the_second_before_a_fall():
 
 
 @pytest.mark.parametrize("field, value", [("commands_per_gait", 0), ("stride", 0), ("seconds", 0.0),
-                                          ("drop_before_fall", float("nan"))])
+                                          ("seconds", 0.005), ("drop_before_fall", float("nan")), ("gaits", ())])
 def test_args_name_the_bad_option(field, value):
     with pytest.raises(ValueError, match=f"--{field.replace('_', '-')}"):
         Args(checkpoint="x", **{field: value})
 
 
 def test_args_refuse_an_unknown_gait():
-    with pytest.raises(ValueError, match="trot"):
+    with pytest.raises(ValueError, match="--gaits.*trot"):
         Args(checkpoint="x", gaits=("gallop",))
 
 
@@ -64,6 +64,20 @@ def test_collect_writes_a_loadable_kinematic_dataset(tmp_path):
     ds = load_dataset(out)
     per_episode = len(kept_steps(11, False, 3, 1.0))  # 10 steps, 11 states unless it fell
     assert ds.n_steps == 9 and ds.phase is not None and ds.metadata.source == "kinematic"
-    assert set(ds.gait.tolist()) == {0, 1} and ds.n_trajectories <= 4 * per_episode
-    np.testing.assert_allclose(np.mod(ds.phase[:, 1] - ds.phase[:, 0], 1.0), PHYSICS.ctrl_dt / 0.5, atol=1e-6)
-    assert ds.metadata.extra["per_gait"]["trot"]["episodes"] == 2
+    report = ds.metadata.extra["per_gait"]
+    assert report["trot"]["episodes"] == 2 and set(ds.gait.tolist()) == {0, 1}
+    if report["trot"]["falls"] + report["pace"]["falls"] == 0:
+        assert ds.n_trajectories == 4 * per_episode
+    step = PHYSICS.ctrl_dt / 0.5  # the trot's clock per control step
+    np.testing.assert_allclose(np.mod(ds.phase[:, 1] - ds.phase[:, 0], 1.0), step, atol=1e-6)
+    np.testing.assert_allclose(ds.phase[:per_episode, 0], 3 * step * np.arange(per_episode), atol=1e-6)
+
+
+def test_collect_refuses_a_checkpoint_without_the_gait_clock(tmp_path):
+    from artifacts import write_dynaflow_checkpoint
+
+    from dynaflow_policy.data.recovery import collect
+
+    ckpt = write_dynaflow_checkpoint(tmp_path / "ckpt", horizon=8, gaits=("trot",))
+    with pytest.raises(ValueError, match="--checkpoint.*gait clock"):
+        collect(Args(checkpoint=ckpt, commands_per_gait=1, seconds=0.1, gaits=("trot",)))

@@ -18,8 +18,12 @@ them (a DAgger-style step, with the kinematic generator as the teacher):
 Each window is stored as one trajectory of H + 1 states with its phase, so it
 trains with the kinematic files as they are (``--dataset a.npz b.npz recovery.npz``):
 the rollout starts from x_k and is scored against where the kinematic gait
-would be over the next H steps. Steps within ``drop_before_fall`` seconds of a fall are left out:
-from there nothing reaches the reference.
+would be over the next H steps (row 1 is the reference's, so a window asks for a correction that
+one control step may not reach, as with start noise). Steps within ``drop_before_fall`` seconds of a
+fall are left out: from there nothing reaches the reference. Neighbouring windows of one episode are
+nearly alike and the held-out split is by trajectory (here: by window), so a run's held-out TRE on a
+recovery file is optimistic. The reference uses the default ``KinematicGaitConfig``, the shape of the
+kinematic files the recipes train on.
 
 CLI::
 
@@ -115,13 +119,12 @@ class Args:
         for name in ("commands_per_gait", "stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("seconds", "drop_before_fall"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0) or (name == "seconds" and value == 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be a {'positive' if name == 'seconds' else 'non-negative'}"
-                                 f" number of seconds, got {value}")
-        for g in self.gaits:
-            gait_index(g)
+        if not (np.isfinite(self.seconds) and self.seconds >= PHYSICS.ctrl_dt):
+            raise ValueError(f"--seconds must be at least one control step ({PHYSICS.ctrl_dt} s), got {self.seconds}")
+        if not (np.isfinite(self.drop_before_fall) and self.drop_before_fall >= 0):
+            raise ValueError(f"--drop-before-fall must be a non-negative number of seconds, got {self.drop_before_fall}")
+        if not self.gaits or any(g not in GAITS for g in self.gaits):
+            raise ValueError(f"--gaits must name one or more of {GAITS}, got {self.gaits}")
 
 
 def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
@@ -132,7 +135,17 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
     from dynaflow_policy import load_policy
     from dynaflow_policy.closed_loop import run_episode
 
+    from dynaflow_policy.policy import DynaFlowPolicy
+
     policy = load_policy(args.checkpoint, seed=args.seed)
+    if not isinstance(policy, DynaFlowPolicy) or not policy.flow.gait_clock:
+        raise ValueError(f"--checkpoint {args.checkpoint}: recovery windows need a DynaFlow checkpoint conditioned "
+                         f"on the gait clock (trained with --flow.gait-clock on kinematic gaits), got "
+                         f"{type(policy).__name__}{'' if not isinstance(policy, DynaFlowPolicy) else ' without the clock'}")
+    missing = [g for g in args.gaits if g not in policy.gaits]
+    if missing:
+        raise ValueError(f"--gaits {' '.join(missing)}: --checkpoint {args.checkpoint} was trained on "
+                         f"{', '.join(policy.gaits)} only")
     horizon = policy.horizon
     rng = np.random.default_rng(args.seed)
     env = gymnasium.make(envs.GYM_ID, max_episode_steps=int(round(args.seconds / PHYSICS.ctrl_dt)))
@@ -153,6 +166,9 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
             report[gait] = {"episodes": args.commands_per_gait, "falls": falls, "windows": windows}
     finally:
         env.close()
+    if not sum(r["windows"] for r in report.values()):
+        raise ValueError(f"no windows kept: every episode fell within --drop-before-fall {args.drop_before_fall} s "
+                         f"of its start")
     joined = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     extra = {"generator": "dynaflow_policy.data.recovery", "checkpoint": os.fspath(args.checkpoint),
              "seed": args.seed, "seconds": args.seconds, "stride": args.stride,

@@ -90,8 +90,9 @@ def main(args: Args) -> int:
     best = min(summary, key=lambda k: (summary[k]["falls_per_minute"], summary[k]["vx_rmse"]))
     step = checkpoint.read_meta(checkpoint.resolve(args.checkpoint))["step"]
     lines = [f"`{os.path.relpath(args.checkpoint, REPO)}` (training step {step}), {args.episodes} episodes x "
-             f"{args.seconds:g} s per command ({', '.join(EXPERT_COMMANDS)}), seeds {args.seed}..{args.seed + args.episodes - 1}, "
-             f"ODE steps {args.ode_steps or 'of the checkpoint'}; {time.perf_counter() - t_start:.0f} s.\n",
+             f"{args.seconds:g} s per command ({', '.join(EXPERT_COMMANDS)}), "
+             f"seeds {args.seed}..{args.seed + args.episodes - 1}, ODE steps {args.ode_steps or 'of the checkpoint'}; "
+             f"{time.perf_counter() - t_start:.0f} s.\n",
              "| execute_steps | falls | falls / min | survival (s) | vx RMSE (m/s) | yaw-rate RMSE (rad/s) "
              "| power (W) | act() mean (ms) |", "|---|---|---|---|---|---|---|---|"]
     for k, s in summary.items():

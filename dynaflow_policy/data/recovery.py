@@ -87,7 +87,8 @@ def recovery_windows(states: np.ndarray, gait: str, command: np.ndarray, horizon
 
 
 def kept_steps(n_states: int, fell: bool, stride: int, drop_before_fall: float) -> np.ndarray:
-    """Indices of an episode's window starts: every ``stride``-th state, none within ``drop_before_fall`` s of a fall."""
+    """Indices of an episode's window starts: every ``stride``-th state, none within ``drop_before_fall`` s
+    of a fall."""
     end = n_states - (int(round(drop_before_fall / PHYSICS.ctrl_dt)) if fell else 0)
     return np.arange(0, max(end, 0), stride)
 
@@ -122,7 +123,8 @@ class Args:
         if not (np.isfinite(self.seconds) and self.seconds >= PHYSICS.ctrl_dt):
             raise ValueError(f"--seconds must be at least one control step ({PHYSICS.ctrl_dt} s), got {self.seconds}")
         if not (np.isfinite(self.drop_before_fall) and self.drop_before_fall >= 0):
-            raise ValueError(f"--drop-before-fall must be a non-negative number of seconds, got {self.drop_before_fall}")
+            raise ValueError(f"--drop-before-fall must be a non-negative number of seconds, "
+                             f"got {self.drop_before_fall}")
         if not self.gaits or any(g not in GAITS for g in self.gaits):
             raise ValueError(f"--gaits must name one or more of {GAITS}, got {self.gaits}")
 
@@ -134,14 +136,13 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
     import envs
     from dynaflow_policy import load_policy
     from dynaflow_policy.closed_loop import run_episode
-
     from dynaflow_policy.policy import DynaFlowPolicy
 
     policy = load_policy(args.checkpoint, seed=args.seed)
     if not isinstance(policy, DynaFlowPolicy) or not policy.flow.gait_clock:
         raise ValueError(f"--checkpoint {args.checkpoint}: recovery windows need a DynaFlow checkpoint conditioned "
-                         f"on the gait clock (trained with --flow.gait-clock on kinematic gaits), got "
-                         f"{type(policy).__name__}{'' if not isinstance(policy, DynaFlowPolicy) else ' without the clock'}")
+                         f"on the gait clock (trained with --flow.gait-clock on kinematic gaits), got a "
+                         f"{type(policy).__name__} without it")
     missing = [g for g in args.gaits if g not in policy.gaits]
     if missing:
         raise ValueError(f"--gaits {' '.join(missing)}: --checkpoint {args.checkpoint} was trained on "
@@ -153,9 +154,9 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
     try:
         for gait in args.gaits:
             falls = windows = 0
+            policy.gait = gait
             for j in range(args.commands_per_gait):
                 command = rng.uniform(args.command_ranges.low, args.command_ranges.high)
-                policy.gait = gait
                 episode = run_episode(env, policy, command, args.seconds, seed=args.seed + j, gait=gait)
                 steps = kept_steps(len(episode["states"]), bool(episode["fell"]), args.stride, args.drop_before_fall)
                 part = recovery_windows(episode["states"], gait, command, horizon, steps)

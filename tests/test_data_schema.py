@@ -265,6 +265,23 @@ def test_save_writes_exact_path(tmp_path):
     assert load_dataset(path).n_trajectories == N
 
 
+def test_episode_ids_round_trip_subset_and_are_checked(tmp_path):
+    a = _arrays()  # gaits 0, 2, 3: one episode each, or two trajectories of one gait in one episode
+    ds = Dataset(a["states"], a["commands"], a["gait"], DatasetMetadata.for_physics("test"), episode=[5, 0, 7])
+    save_dataset(tmp_path / "e.npz", ds)
+    loaded = load_dataset(tmp_path / "e.npz")
+    assert loaded.episode.dtype == np.int64 and loaded.episode.tolist() == [5, 0, 7]
+    assert loaded.subset([2, 0]).episode.tolist() == [7, 5]
+    assert load_dataset(_write_raw(tmp_path / "none.npz", **a)).episode is None
+    _expect_error(_write_raw(tmp_path / "mixed.npz", **a, episode=np.array([4, 4, 1])), "episode",
+                  "one gait per episode", "episode 4 holds gait indices [0, 2]")
+    _expect_error(_write_raw(tmp_path / "neg.npz", **a, episode=np.array([0, -1, 1])), "episode",
+                  "ids >= 0", "episode[1] = -1")
+    _expect_error(_write_raw(tmp_path / "float.npz", **a, episode=np.zeros(N)), "episode", "integer", "float64")
+    _expect_error(_write_raw(tmp_path / "short.npz", **a, episode=np.arange(N - 1)), "episode",
+                  f"shape ({N},)", f"shape ({N - 1})")
+
+
 def test_gait_phase_round_trips_and_is_checked(tmp_path):
     a = _arrays()
     phase = np.random.default_rng(1).uniform(0, 1, (N, T)).astype(np.float32)

@@ -66,8 +66,12 @@ def test_collect_writes_a_loadable_kinematic_dataset(tmp_path):
     assert ds.n_steps == 9 and ds.phase is not None and ds.metadata.source == "kinematic"
     report = ds.metadata.extra["per_gait"]
     assert report["trot"]["episodes"] == 2 and set(ds.gait.tolist()) == {0, 1}
+    assert set(ds.episode.tolist()) <= {0, 1, 2, 3} and (np.diff(ds.episode) >= 0).all()  # one id per run
+    for e in np.unique(ds.episode):  # episodes 0, 1 trot, 2, 3 pace; each run's clock starts at 0
+        assert (ds.gait[ds.episode == e] == e // 2).all() and ds.phase[ds.episode == e][0, 0] == 0
     if report["trot"]["falls"] + report["pace"]["falls"] == 0:
         assert ds.n_trajectories == 4 * per_episode
+        np.testing.assert_array_equal(ds.episode, np.repeat(np.arange(4), per_episode))
     step = PHYSICS.ctrl_dt / 0.5  # the trot's clock per control step
     np.testing.assert_allclose(np.mod(ds.phase[:, 1] - ds.phase[:, 0], 1.0), step, atol=1e-6)
     np.testing.assert_allclose(ds.phase[:per_episode, 0], 3 * step * np.arange(per_episode), atol=1e-6)

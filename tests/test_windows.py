@@ -93,6 +93,19 @@ def test_split_is_disjoint_deterministic_and_stratified():
     assert h_small.size == 1 and h_small[0] in (0, 1)
 
 
+def test_split_by_episode_keeps_each_episode_on_one_side():
+    episode = np.repeat(np.arange(20), 3)  # 20 episodes of 3 trajectories, 5 per gait
+    gait = episode % 4
+    train, held = split_trajectories(gait, 0.25, seed=3, episode=episode)
+    np.testing.assert_array_equal(np.union1d(train, held), np.arange(60))
+    assert not np.intersect1d(episode[train], episode[held]).size
+    assert len(np.unique(episode[held])) == 5  # a quarter of the episodes, not of the trajectories
+    for g in range(4):
+        assert np.unique(episode[held][gait[held] == g]).size in (1, 2)
+    _, by_trajectory = split_trajectories(gait, 0.25, seed=3)
+    assert np.intersect1d(episode[train], episode[by_trajectory]).size  # without ids, episodes straddle
+
+
 def test_held_out_windows_never_share_a_trajectory():
     ds = _dataset()
     train, held = train_held_out_windows(ds, H, held_out_fraction=0.3, seed=0, stride=2, held_out_stride=5)

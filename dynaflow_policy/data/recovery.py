@@ -21,9 +21,9 @@ the rollout starts from x_k and is scored against where the kinematic gait
 would be over the next H steps (row 1 is the reference's, so a window asks for a correction that
 one control step may not reach, as with start noise). Steps within ``drop_before_fall`` seconds of a
 fall are left out: from there nothing reaches the reference. Neighbouring windows of one episode are
-nearly alike and the held-out split is by trajectory (here: by window), so a run's held-out TRE on a
-recovery file is optimistic. The reference uses the default ``KinematicGaitConfig``, the shape of the
-kinematic files the recipes train on.
+nearly alike, so each window stores its episode's id (``Dataset.episode``) and a run's held-out split
+keeps whole episodes out of training. The reference uses the default ``KinematicGaitConfig``, the
+shape of the kinematic files the recipes train on.
 
 CLI::
 
@@ -161,6 +161,7 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
                 steps = kept_steps(len(episode["states"]), bool(episode["fell"]), args.stride, args.drop_before_fall)
                 part = recovery_windows(episode["states"], gait, command, horizon, steps)
                 part["gait"] = np.full(len(steps), gait_index(gait), np.int64)
+                part["episode"] = np.full(len(steps), len(parts), np.int64)
                 parts.append(part)
                 falls += int(episode["fell"])
                 windows += len(steps)
@@ -176,7 +177,8 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, float]]]:
              "commands_per_gait": args.commands_per_gait, "drop_before_fall": args.drop_before_fall,
              "command_ranges": dataclasses.asdict(args.command_ranges), "per_gait": report}
     dataset = Dataset(joined["states"], joined["commands"], joined["gait"],
-                      DatasetMetadata.for_physics("kinematic", PHYSICS, extra), phase=joined["phase"])
+                      DatasetMetadata.for_physics("kinematic", PHYSICS, extra), phase=joined["phase"],
+                      episode=joined["episode"])
     return dataset, report
 
 

@@ -16,6 +16,10 @@ field               shape, dtype    meaning
                                     state (``envs.task.foot_phases``), where the data has one
                                     (the kinematic gaits); a model conditioned on the gait
                                     clock (``FlowConfig.gait_clock``) trains on it.
+``episode``         (N,) int        optional: trajectories with the same id come from one
+                                    episode (ids >= 0, one gait each), e.g. the recovery
+                                    windows of one closed-loop run; train / held-out splits
+                                    keep an episode's trajectories on one side.
 ``metadata``        0-d str         JSON object, see :class:`DatasetMetadata`.
 ==================  ==============  =========================================================
 
@@ -48,9 +52,9 @@ from envs.task import COMMAND_DIM, GAITS
 SCHEMA_VERSION = 1
 """Version of this schema, stored in every file; files from a newer schema are refused."""
 
-ARRAY_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "expert_actions", "phase")
+ARRAY_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "expert_actions", "phase", "episode")
 REQUIRED_FIELDS: tuple[str, ...] = ("states", "commands", "gait", "metadata")
-OPTIONAL_FIELDS: tuple[str, ...] = ("expert_actions", "phase")
+OPTIONAL_FIELDS: tuple[str, ...] = ("expert_actions", "phase", "episode")
 METADATA_KEYS: tuple[str, ...] = ("source", "physics_hash", "ctrl_dt", "gaits", "schema_version")
 
 IN_MEMORY = "<in-memory dataset>"
@@ -158,6 +162,7 @@ class Dataset:
       metadata: the metadata record.
       expert_actions: optional (N, T, 12) float32; entry k leads from state k to k + 1.
       phase: optional (N, T) float32 gait-clock phase in [0, 1) at each state.
+      episode: optional (N,) int64 episode id of each trajectory (trajectories split together).
     """
 
     states: np.ndarray
@@ -166,6 +171,7 @@ class Dataset:
     metadata: DatasetMetadata
     expert_actions: np.ndarray | None = None
     phase: np.ndarray | None = None
+    episode: np.ndarray | None = None
 
     def __post_init__(self):
         _validate(self, IN_MEMORY)
@@ -181,7 +187,7 @@ class Dataset:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.states, self.commands, self.gait, self.expert_actions, self.phase)
+        arrays = (self.states, self.commands, self.gait, self.expert_actions, self.phase, self.episode)
         return sum(a.nbytes for a in arrays if a is not None)
 
     def subset(self, trajectories) -> "Dataset":
@@ -189,7 +195,8 @@ class Dataset:
         idx = np.asarray(trajectories)
         return Dataset(self.states[idx], self.commands[idx], self.gait[idx], self.metadata,
                        None if self.expert_actions is None else self.expert_actions[idx],
-                       None if self.phase is None else self.phase[idx])
+                       None if self.phase is None else self.phase[idx],
+                       None if self.episode is None else self.episode[idx])
 
 
 def _shape_str(shape) -> str:
@@ -270,10 +277,31 @@ def _validate(ds: Dataset, file: str) -> None:
             i = tuple(int(k) for k in np.argwhere(outside)[0])
             raise DatasetError(file, "phase", "gait phases in [0, 1) (cycles)", f"phase{list(i)} = {phase[i]}")
         arrays["phase"] = phase.astype(np.float32, copy=False)
+    if ds.episode is not None:
+        arrays["episode"] = _check_episodes(file, ds.episode, arrays["gait"])
     for name, a in arrays.items():
         a = a.view()  # read-only view; no copy of arrays that already have the right dtype
         a.flags.writeable = False
         object.__setattr__(ds, name, a)
+
+
+def _check_episodes(file: str, episode: Any, gait: np.ndarray) -> np.ndarray:
+    """Checks the (N,) episode ids: integers >= 0, one gait per episode; returns them as int64."""
+    episode = _check_array(file, "episode", episode, "i", (), 1)
+    if episode.shape != gait.shape:
+        raise DatasetError(file, "episode", f"shape ({gait.size},) (N from 'states')",
+                           f"shape {_shape_str(episode.shape)}")
+    if (episode < 0).any():
+        i = int(np.argmax(episode < 0))
+        raise DatasetError(file, "episode", "ids >= 0", f"episode[{i}] = {int(episode[i])}")
+    episode = episode.astype(np.int64, copy=False)
+    _, first, inverse = np.unique(episode, return_index=True, return_inverse=True)
+    mixed = gait != gait[first][inverse]  # (N,) another gait than the episode's first trajectory
+    if mixed.any():
+        e = int(episode[np.argmax(mixed)])
+        raise DatasetError(file, "episode", "one gait per episode",
+                           f"episode {e} holds gait indices {sorted(set(gait[episode == e].tolist()))}")
+    return episode
 
 
 def _check_physics(file: str, md: DatasetMetadata, physics: PhysicsConfig) -> None:
@@ -392,7 +420,7 @@ def load_dataset(path: str | os.PathLike, *, horizon: int | None = None, physics
     ds = object.__new__(Dataset)
     for name, value in (("states", raw["states"]), ("commands", raw["commands"]), ("gait", raw["gait"]),
                         ("metadata", metadata), ("expert_actions", raw.get("expert_actions")),
-                        ("phase", raw.get("phase"))):
+                        ("phase", raw.get("phase")), ("episode", raw.get("episode"))):
         object.__setattr__(ds, name, value)
     _validate(ds, file)
     if horizon is not None:

@@ -140,8 +140,12 @@ class WindowSet:
             yield self.batch(order[i:i + batch_size])
 
 
-def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int,
+                       episode: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train / held-out split of trajectory indices, stratified by gait.
+
+    With ``episode``, whole episodes are split instead (the rule below applied to one entry per
+    episode, in order of episode id), so trajectories of one episode are never on both sides.
 
     About ``round(held_out_fraction * N)`` trajectories are held out, shared
     over the gaits in proportion to their sizes (largest remainder); each gait
@@ -154,6 +158,7 @@ def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) ->
       gait: (N,) gait index of each trajectory.
       held_out_fraction: in [0, 1).
       seed: split seed.
+      episode: optional (N,) episode id of each trajectory (one gait per episode, ``Dataset.episode``).
 
     Returns:
       (train, held_out): sorted int64 index arrays, disjoint, together all N.
@@ -161,6 +166,11 @@ def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) ->
     if not 0.0 <= held_out_fraction < 1.0:
         raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
     gait = np.asarray(gait)
+    if episode is not None:
+        _, first, inverse = np.unique(episode, return_index=True, return_inverse=True)
+        _, held_episodes = split_trajectories(gait[first], held_out_fraction, seed)
+        held_out = np.flatnonzero(np.isin(inverse, held_episodes)).astype(np.int64)
+        return np.setdiff1d(np.arange(gait.size, dtype=np.int64), held_out), held_out
     rng = np.random.default_rng(seed)
     groups, sizes = np.unique(gait, return_counts=True)
     # Largest-remainder apportionment of round(fraction * N) over the gaits.
@@ -181,7 +191,8 @@ def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int) ->
 def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: float = 0.1, seed: int = 0,
                            stride: int = 1, held_out_stride: int | None = None,
                            labels: np.ndarray | None = None) -> tuple[WindowSet, WindowSet]:
-    """Train and held-out windows from disjoint trajectories (:func:`split_trajectories`).
+    """Train and held-out windows from disjoint trajectories, and disjoint episodes where the dataset
+    has them (:func:`split_trajectories`).
 
     Args:
       dataset: the dataset.
@@ -195,6 +206,6 @@ def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: fl
     Returns:
       (train, held_out) window sets. The held-out set may be empty (fraction 0).
     """
-    train, held = split_trajectories(dataset.gait, held_out_fraction, seed)
+    train, held = split_trajectories(dataset.gait, held_out_fraction, seed, dataset.episode)
     return (WindowSet(dataset, horizon, train, stride, labels),
             WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride, labels))

@@ -170,26 +170,10 @@ class CollectConfig:
         return int(round(self.seconds / physics.ctrl_dt)) + 1
 
 
-def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConfig,
-                     physics: PhysicsConfig = PHYSICS) -> np.ndarray:
-    """Random commands that change smoothly (C1, no jumps).
-
-    Knots are drawn every ``config.command_knot_seconds``: uniform in the command
-    ranges (near their ends with probability ``edge_probability``), zero with
-    probability ``stand_probability``, and reduced to one
-    component with probability ``single_axis_probability``. The command holds
-    knot i and then follows a cosine ramp to knot i + 1 over the last
-    ``command_transition_seconds`` of the interval (over all of it when None).
-
-    Args:
-      rng: random generator.
-      n_steps: T, commands to return (one per state).
-
-    Returns:
-      (T, 3) float32 commands (vx m/s, vy m/s, yaw rate rad/s).
-    """
-    knot_steps = config.command_knot_seconds / physics.ctrl_dt
-    n_knots = int(math.ceil((n_steps - 1) / knot_steps)) + 1
+def command_knots(rng: np.random.Generator, n_knots: int, config: CollectConfig) -> np.ndarray:
+    """(K, 3) float64 random commands: uniform in ``config.command_ranges`` (near their ends with probability
+    ``edge_probability``), zero with probability ``stand_probability``, reduced to one component with
+    probability ``single_axis_probability``."""
     ranges = config.command_ranges
     knots = rng.uniform(ranges.low, ranges.high, (n_knots, COMMAND_DIM))
     if config.edge_probability > 0:  # drawn only when asked for: other datasets keep their random stream
@@ -202,6 +186,27 @@ def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConf
         single = rng.random(n_knots) < config.single_axis_probability  # (K,)
         keep = np.eye(COMMAND_DIM, dtype=bool)[rng.integers(0, COMMAND_DIM, n_knots)]  # (K, 3)
         knots[single] = np.where(keep[single], knots[single], 0.0)
+    return knots
+
+
+def command_schedule(rng: np.random.Generator, n_steps: int, config: CollectConfig,
+                     physics: PhysicsConfig = PHYSICS) -> np.ndarray:
+    """Random commands that change smoothly (C1, no jumps).
+
+    Knots (:func:`command_knots`) are drawn every ``config.command_knot_seconds``. The command holds
+    knot i and then follows a cosine ramp to knot i + 1 over the last
+    ``command_transition_seconds`` of the interval (over all of it when None).
+
+    Args:
+      rng: random generator.
+      n_steps: T, commands to return (one per state).
+
+    Returns:
+      (T, 3) float32 commands (vx m/s, vy m/s, yaw rate rad/s).
+    """
+    knot_steps = config.command_knot_seconds / physics.ctrl_dt
+    n_knots = int(math.ceil((n_steps - 1) / knot_steps)) + 1
+    knots = command_knots(rng, n_knots, config)
     s = np.arange(n_steps) / knot_steps  # knot coordinate of each step
     i = np.minimum(np.floor(s).astype(int), n_knots - 2)
     ramp = 1.0 if config.command_transition_seconds is None else \

@@ -84,3 +84,26 @@ def load_policy(path: str | os.PathLike, **overrides: Any) -> Policy:
         from dynaflow_policy.policy import DynaFlowPolicy as controller
     _check_overrides(controller, overrides, kind, os.fspath(path))
     return controller.from_checkpoint(resolved, **overrides)
+
+
+def parse_variant(text: str, option: str = "--variant") -> tuple[str, str, dict[str, int | float | str]]:
+    """``NAME=PATH[:key=value,...]`` (NAME without "=") -> (name, path, :func:`load_policy` overrides with int /
+    float / str values); a ValueError names ``option`` (the CLI option the text came from)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise ValueError(f"{option} must be NAME=PATH[:key=value,...], got {text!r}")
+    path, _, options = rest.partition(":")
+    overrides: dict[str, int | float | str] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{option} {name}: option {item!r} is not key=value")
+        for kind in (int, float):
+            try:
+                overrides[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            overrides[key] = value
+    return name, path, overrides

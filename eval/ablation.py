@@ -46,33 +46,12 @@ class Args:
     """Output directory."""
 
 
-def parse_variant(text: str) -> tuple[str, str, dict]:
-    """``NAME=PATH[:key=value,...]`` -> (name, path, overrides with int / float / str values)."""
-    name, sep, rest = text.partition("=")
-    if not sep or not name or not rest:
-        raise ValueError(f"--variant must be NAME=PATH[:key=value,...], got {text!r}")
-    path, _, options = rest.partition(":")
-    overrides = {}
-    for item in filter(None, options.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--variant {name}: option {item!r} is not key=value")
-        for kind in (int, float):
-            try:
-                overrides[key] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            overrides[key] = value
-    return name, path, overrides
-
-
 def main(args: Args) -> str:
     from dynaflow_policy import checkpoint, load_policy
     from dynaflow_policy.benchmark.ablation import (ablation_row, constant_command_windows, markdown_rows,
                                                     training_hours)
     from dynaflow_policy.benchmark.methods import dynaflow_generator
+    from dynaflow_policy.loading import parse_variant
     from envs.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()

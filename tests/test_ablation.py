@@ -9,6 +9,7 @@ import pytest
 from artifacts import load_eval_script, write_dynaflow_checkpoint
 from dynaflow_policy.benchmark.ablation import IDLE_GAP_S, constant_command_windows, training_hours
 from dynaflow_policy.data import load_dataset
+from dynaflow_policy.loading import parse_variant
 from dynaflow_policy.run_log import METRICS_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,14 +38,13 @@ def test_the_script_writes_one_row_per_variant(tmp_path):
 
 
 def test_variants_parse_with_typed_overrides_and_bad_ones_are_named():
-    parse_variant = _script().parse_variant
     assert parse_variant("a=runs/x") == ("a", "runs/x", {})
     assert parse_variant("N=4=ck:ode_steps=4,ensemble=2,tag=b") == ("N", "4=ck", {"ode_steps": 4, "ensemble": 2,
                                                                                 "tag": "b"})
-    with pytest.raises(ValueError, match="NAME=PATH"):
-        _script().parse_variant("no-path")
-    with pytest.raises(ValueError, match="key=value"):
-        _script().parse_variant("a=ck:ode_steps")
+    with pytest.raises(ValueError, match="--variant must be NAME=PATH"):
+        parse_variant("no-path")
+    with pytest.raises(ValueError, match="--controller a: option 'ode_steps' is not key=value"):
+        parse_variant("a=ck:ode_steps", "--controller")
 
 
 def test_windows_hold_one_command_and_come_from_the_file():

@@ -48,6 +48,7 @@ def test_collect_writes_feasible_rollouts_from_the_controllers_states(tmp_path):
     from artifacts import write_dynaflow_checkpoint
     from dynaflow_policy.data.dagger import main
     from dynaflow_policy.data.schema import load_dataset
+    from dynaflow_policy.experts import load_expert
     from envs.native import NativeGo1
 
     ckpt = write_dynaflow_checkpoint(tmp_path / "ckpt", horizon=8, gaits=("trot",))
@@ -61,7 +62,7 @@ def test_collect_writes_feasible_rollouts_from_the_controllers_states(tmp_path):
     assert set(ds.episode.tolist()) <= {0, 1} and ds.expert_actions is not None
     assert ds.episode[0] == 0  # the controller's first state is the reset: the teacher never falls from there
     first = random_scenario(np.random.default_rng(args.seed), args.seconds, args.hold_seconds,
-                            envs.task.GAIT_COMMAND_RANGES["trot"], args.pushes_per_episode, args.push_speed)
+                            load_expert(TROT_EXPERT).command_ranges("trot"), args.pushes_per_episode, args.push_speed)
     np.testing.assert_allclose(ds.commands[0], np.stack([first.command_at(k) for k in range(11)]), atol=1e-6)
     env = gymnasium.make(envs.GYM_ID)
     try:
@@ -77,7 +78,7 @@ def test_collect_writes_feasible_rollouts_from_the_controllers_states(tmp_path):
             np.testing.assert_allclose(sim.state(), ds.states[n, k + 1], atol=1e-4)
 
 
-def test_collect_refuses_a_rollout_shorter_than_a_window_and_a_non_dynaflow_checkpoint(tmp_path):
+def test_collect_refuses_a_short_rollout_a_non_dynaflow_checkpoint_and_gaits_either_lacks(tmp_path):
     from artifacts import write_dynaflow_checkpoint
     from dynaflow_policy.data.dagger import collect
 
@@ -86,5 +87,8 @@ def test_collect_refuses_a_rollout_shorter_than_a_window_and_a_non_dynaflow_chec
         collect(Args(checkpoint=ckpt, expert=TROT_EXPERT, rollout_seconds=0.1))
     with pytest.raises(ValueError, match="--checkpoint.*DynaFlow"):
         collect(Args(checkpoint=TROT_EXPERT, expert=TROT_EXPERT))
-    with pytest.raises(ValueError, match="--gaits pace"):
+    with pytest.raises(ValueError, match="--gaits pace: --checkpoint"):
         collect(Args(checkpoint=ckpt, expert=TROT_EXPERT, gaits=("pace",)))
+    two_gaits = write_dynaflow_checkpoint(tmp_path / "two", horizon=8, gaits=("trot", "pace"))
+    with pytest.raises(ValueError, match="--gaits pace: --expert .* trot only"):
+        collect(Args(checkpoint=two_gaits, expert=TROT_EXPERT, gaits=("pace",)))

@@ -125,6 +125,17 @@ def test_trot_expert_refuses_other_gaits():
     assert expert.gait is None
 
 
+def test_experts_report_the_command_ranges_they_were_trained_on():
+    trot, gaits = load_expert(TROT_EXPERT), load_expert(GAITS_EXPERT)
+    assert trot.command_ranges("trot") == task.CommandRanges()  # one set for every gait: vx -0.5..1
+    for gait in task.GAITS:  # one set per gait
+        assert gaits.command_ranges(gait) == task.GAIT_COMMAND_RANGES[gait]
+    with pytest.raises(ValueError, match=r"not on \['pace'\]"):
+        trot.command_ranges("pace")
+    with pytest.raises(ValueError, match="trot.*pace.*bound.*pronk"):
+        gaits.command_ranges("gallop")
+
+
 def test_expert_gait_overrides_the_observation():
     wide, twin = _widened_expert(), _widened_expert()
     obs = _observations([0, 1])

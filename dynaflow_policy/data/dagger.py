@@ -8,7 +8,8 @@ teacher; it assumes the demonstrator can be run, as the PPO experts here can):
 
 1. run the controller closed loop from the env's resting start under a random
    command schedule (``hold_seconds`` per command, drawn like the demonstrations'
-   knots, step changes between them) and ``pushes_per_episode`` random shoves;
+   knots within the ranges the teacher was trained on, step changes between them)
+   and ``pushes_per_episode`` random shoves;
 2. every ``start_every`` seconds take the executed state x_k and roll the expert out
    from it for ``rollout_seconds`` under the commands the episode had from step k
    on, in native MuJoCo (``collect.rollout_expert``);
@@ -35,7 +36,7 @@ import time
 import numpy as np
 
 from envs.physics import PHYSICS
-from envs.task import GAIT_COMMAND_RANGES, GAITS, CommandRanges, gait_index
+from envs.task import GAITS, CommandRanges, gait_index
 
 from dynaflow_policy.closed_loop import Scenario
 from dynaflow_policy.data.collect import DEFAULT_EXPERT, SOURCE, CollectConfig, command_knots, rollout_expert
@@ -72,10 +73,10 @@ class Args:
     expert: str = DEFAULT_EXPERT
     """The teacher: a PPO expert checkpoint trained on every gait in --gaits."""
     gaits: tuple[str, ...] = ("trot",)
-    """Gaits to run; each uses its own command ranges (``envs.task.GAIT_COMMAND_RANGES``) unless
-    --command-ranges.* is given."""
+    """Gaits to run; each over the command ranges the teacher was trained on for it
+    (``PPOExpert.command_ranges``) unless --command-ranges.* is given."""
     command_ranges: CommandRanges | None = None
-    """Command ranges for every gait (None: each gait's own)."""
+    """Command ranges for every gait (None: the teacher's for each gait)."""
     episodes_per_gait: int = 32
     """Closed-loop episodes per gait, each from the env's resting start."""
     seconds: float = 10.0
@@ -132,6 +133,10 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, int]]]:
         raise ValueError(f"--gaits {' '.join(missing)}: --checkpoint {args.checkpoint} was trained on "
                          f"{', '.join(policy.gaits)} only")
     teacher = load_expert(args.expert)
+    untaught = [g for g in args.gaits if g not in teacher.gaits]
+    if untaught:
+        raise ValueError(f"--gaits {' '.join(untaught)}: --expert {args.expert} was trained on "
+                         f"{', '.join(teacher.gaits)} only")
     rollout_states = int(round(args.rollout_seconds / PHYSICS.ctrl_dt)) + 1
     if rollout_states < policy.horizon + 1:
         raise ValueError(f"--rollout-seconds {args.rollout_seconds} gives {rollout_states} states, fewer than one "
@@ -146,7 +151,7 @@ def collect(args: Args) -> tuple[Dataset, dict[str, dict[str, int]]]:
         for gait in args.gaits:
             g = gait_index(gait)
             counts = {"episodes": args.episodes_per_gait, "falls": 0, "rollouts": 0, "teacher_falls": 0}
-            ranges = args.command_ranges or GAIT_COMMAND_RANGES[gait]
+            ranges = args.command_ranges or teacher.command_ranges(gait)
             for j in range(args.episodes_per_gait):
                 scenario = random_scenario(rng, args.seconds, args.hold_seconds, ranges, args.pushes_per_episode,
                                            args.push_speed)

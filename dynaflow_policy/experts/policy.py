@@ -37,7 +37,8 @@ import numpy as np
 from dynaflow_policy import checkpoint
 from dynaflow_policy.observations import GAIT_SLICE, check_observation, check_trained_gaits
 from envs.physics import ACTION_DIM, PHYSICS
-from envs.task import CLOCK_DIM, GAITS, POLICY_INPUT_DIM, advance_phase, gait_clock, gait_index, policy_input
+from envs.task import (CLOCK_DIM, GAITS, POLICY_INPUT_DIM, CommandRanges, advance_phase, gait_clock, gait_index,
+                       policy_input)
 
 EXPERT_KIND = "ppo"
 """``config.json`` ``kind`` of a PPO expert checkpoint (one of ``dynaflow_policy.checkpoint.KINDS``; checkpoints
@@ -103,10 +104,22 @@ class PPOExpert:
             gait_index(value)  # ValueError naming the four gaits
             check_trained_gaits([value], self.gaits, "expert")
         self._gait = value
+
     @property
     def gaits(self) -> tuple[str, ...]:
         """The gaits the expert was trained on (from its config; a checkpoint without one: trot)."""
         return tuple(self.meta.get("ppo_config", {}).get("gaits", ("trot",)))
+
+    def command_ranges(self, gait: str) -> CommandRanges:
+        """The command ranges the expert was trained on for ``gait`` (its config's ``env.command_ranges``: one set
+        for every gait, or one per gait; a checkpoint without them: ``CommandRanges()``, the trot expert's)."""
+        gait_index(gait)  # ValueError naming the four gaits
+        check_trained_gaits([gait], self.gaits, "expert")
+        ranges = self.meta.get("env", {}).get("command_ranges")
+        if ranges is None:
+            return CommandRanges()
+        ranges = ranges.get(gait, ranges)
+        return CommandRanges(**{k: tuple(v) for k, v in ranges.items()})
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action of one environment or of a batch.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+
 import gymnasium
 import numpy as np
 

@@ -46,16 +46,11 @@ class Args:
     """Output directory."""
 
     def __post_init__(self):
+        from dynaflow_policy.data.dagger import check_scenario_options
+
         if not isinstance(self.episodes, int) or self.episodes < 1:
             raise ValueError(f"--episodes must be an int >= 1, got {self.episodes!r}")
-        if not isinstance(self.pushes, int) or self.pushes < 0:
-            raise ValueError(f"--pushes must be an int >= 0, got {self.pushes!r}")
-        for name in ("seconds", "hold_seconds"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        low, high = self.push_speed
-        if not 0 <= low <= high:
-            raise ValueError(f"--push-speed must be 0 <= low <= high (m/s), got {self.push_speed}")
+        check_scenario_options(self.seconds, self.hold_seconds, self.pushes, self.push_speed, "--pushes")
 
 
 def main(args: Args) -> str:

@@ -62,6 +62,25 @@ def random_scenario(rng: np.random.Generator, seconds: float, hold_seconds: floa
                                  for t, s, a in zip(times, speed, angle)))
 
 
+def check_seconds(value: float, option: str) -> None:
+    """ValueError naming ``option`` unless ``value`` (s) is finite and at least one control step."""
+    if not (np.isfinite(value) and value >= PHYSICS.ctrl_dt):
+        raise ValueError(f"{option} must be at least one control step ({PHYSICS.ctrl_dt} s), got {value}")
+
+
+def check_scenario_options(seconds: float, hold_seconds: float, pushes: int, push_speed: tuple[float, float],
+                           pushes_option: str) -> None:
+    """The options of :func:`random_scenario` as a CLI takes them; a ValueError names the option (``--seconds``,
+    ``--hold-seconds``, ``pushes_option``, ``--push-speed``)."""
+    check_seconds(seconds, "--seconds")
+    check_seconds(hold_seconds, "--hold-seconds")
+    if not isinstance(pushes, int) or pushes < 0:
+        raise ValueError(f"{pushes_option} must be an int >= 0, got {pushes!r}")
+    low, high = push_speed
+    if not (np.isfinite(low) and np.isfinite(high) and 0 <= low <= high):
+        raise ValueError(f"--push-speed must be two finite speeds 0 <= low <= high (m/s), got {push_speed}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Args:
     """``python -m dynaflow_policy.data.dagger --checkpoint CKPT [--expert EXPERT] --out data/expert/dagger.npz``"""
@@ -95,19 +114,12 @@ class Args:
     """Seed of the scenarios, the env resets and the sampling noise (pick one no other file used)."""
 
     def __post_init__(self):
-        for name in ("episodes_per_gait", "pushes_per_episode"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (1 if name == "episodes_per_gait" else 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be an int >= "
-                                 f"{1 if name == 'episodes_per_gait' else 0}, got {value!r}")
-        for name in ("seconds", "hold_seconds", "start_every", "rollout_seconds"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= PHYSICS.ctrl_dt):
-                raise ValueError(f"--{name.replace('_', '-')} must be at least one control step "
-                                 f"({PHYSICS.ctrl_dt} s), got {value}")
-        low, high = self.push_speed
-        if not (np.isfinite(low) and np.isfinite(high) and 0 <= low <= high):
-            raise ValueError(f"--push-speed must be two finite speeds 0 <= low <= high (m/s), got {self.push_speed}")
+        if not isinstance(self.episodes_per_gait, int) or self.episodes_per_gait < 1:
+            raise ValueError(f"--episodes-per-gait must be an int >= 1, got {self.episodes_per_gait!r}")
+        check_scenario_options(self.seconds, self.hold_seconds, self.pushes_per_episode, self.push_speed,
+                               "--pushes-per-episode")
+        for name in ("start_every", "rollout_seconds"):
+            check_seconds(getattr(self, name), "--" + name.replace("_", "-"))
         if not self.gaits or any(g not in GAITS for g in self.gaits):
             raise ValueError(f"--gaits must name one or more of {GAITS}, got {self.gaits}")
 

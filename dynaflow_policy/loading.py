@@ -3,10 +3,10 @@
 =============  =====================================================  ============================================
 kind           controller                                             overrides (keyword arguments)
 =============  =====================================================  ============================================
-``dynaflow``   :class:`dynaflow_policy.policy.DynaFlowPolicy`         execute_steps, ode_steps, seed, command,
-                                                                      gait, physics
+``dynaflow``   :class:`dynaflow_policy.policy.DynaFlowPolicy`         execute_steps, ode_steps, ensemble, seed,
+                                                                      command, gait, replan_on_change, physics
 ``state_flow`` :class:`dynaflow_policy.baselines.policy.              execute_steps, ode_steps, seed, command,
-               StateFlowIDPolicy`                                     gait
+               StateFlowIDPolicy`                                     gait, replan_on_change
 ``ppo``        :class:`dynaflow_policy.experts.policy.PPOExpert`      none (deterministic, no plan)
 =============  =====================================================  ============================================
 
@@ -86,18 +86,22 @@ def load_policy(path: str | os.PathLike, **overrides: Any) -> Policy:
     return controller.from_checkpoint(resolved, **overrides)
 
 
-def parse_variant(text: str, option: str = "--variant") -> tuple[str, str, dict[str, int | float | str]]:
+def parse_variant(text: str, option: str = "--variant") -> tuple[str, str, dict[str, int | float | bool | str]]:
     """``NAME=PATH[:key=value,...]`` (NAME without "=") -> (name, path, :func:`load_policy` overrides with int /
-    float / str values); a ValueError names ``option`` (the CLI option the text came from)."""
+    float / bool (``true`` / ``false``) / str values); a ValueError names ``option`` (the CLI option the text came
+    from)."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise ValueError(f"{option} must be NAME=PATH[:key=value,...], got {text!r}")
     path, _, options = rest.partition(":")
-    overrides: dict[str, int | float | str] = {}
+    overrides: dict[str, int | float | bool | str] = {}
     for item in filter(None, options.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"{option} {name}: option {item!r} is not key=value")
+        if value.lower() in ("true", "false"):
+            overrides[key] = value.lower() == "true"
+            continue
         for kind in (int, float):
             try:
                 overrides[key] = kind(value)

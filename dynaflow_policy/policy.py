@@ -114,11 +114,15 @@ class RecedingHorizonPolicy:
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
       gaits: the gaits of the training data; the others are refused (ValueError naming these).
+      replan_on_change: an environment whose command or gait differs from the one its plan was made for
+        replans at once, before its plan is used up (a plan answers one command; without this, a new
+        command waits up to ``execute_steps`` - 1 control steps). A command that changes every step then
+        replans every step.
     """
 
     def __init__(self, horizon: int, flow: FlowConfig, *, execute_steps: int, ode_steps: int | None = None,
                  seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None,
-                 gaits: Sequence[str] = GAITS):
+                 gaits: Sequence[str] = GAITS, replan_on_change: bool = True):
         if not _is_int(execute_steps) or not 1 <= execute_steps <= horizon:
             raise ValueError(f"execute_steps must be an int in [1, {horizon}] (the plan horizon), "
                              f"got {execute_steps!r}")
@@ -132,6 +136,9 @@ class RecedingHorizonPolicy:
         self.execute_steps = int(execute_steps)
         self.ode_steps = int(ode_steps)
         self.seed = int(seed)
+        if not isinstance(replan_on_change, (bool, np.bool_)):
+            raise ValueError(f"replan_on_change must be a bool, got {replan_on_change!r}")
+        self.replan_on_change = bool(replan_on_change)
         for g in gaits:
             gait_index(g)  # ValueError names the choices
         if not gaits:
@@ -241,6 +248,8 @@ class RecedingHorizonPolicy:
         self._keys = np.zeros((n, 2), np.uint32)
         self._phase = np.zeros(n)
         self._origins = np.zeros((n, STATE_DIM))
+        self._plan_commands = np.zeros((n, COMMAND_DIM), np.float32)  # what each plan was made for
+        self._plan_gaits = np.zeros(n, np.int64)
         self._taken = np.zeros(n, np.int64)
         self._plans = None
         self._restart(np.arange(n))
@@ -298,7 +307,10 @@ class RecedingHorizonPolicy:
         single = np.ndim(obs) == 1
         x, command, gait = self.read_observation(obs)  # (N, 37), (N, 3), (N,)
         self._batch(len(x), single)
-        rows = np.flatnonzero(self._taken >= self.execute_steps)
+        replan = self._taken >= self.execute_steps  # (N,)
+        if self.replan_on_change:
+            replan |= np.any(command != self._plan_commands, axis=1) | (gait != self._plan_gaits)
+        rows = np.flatnonzero(replan)
         if rows.size:
             self._replan(rows, x[rows], command[rows], gait[rows])
         actions = self.actions(x, self._plans, self._taken)  # (N, 12)
@@ -367,6 +379,8 @@ class RecedingHorizonPolicy:
             self._plans = np.zeros((self.num_envs, *plans.shape[1:]), plans.dtype)
         self._plans[rows] = plans
         self._origins[rows] = x
+        self._plan_commands[rows] = command
+        self._plan_gaits[rows] = gait
         self._keys[rows] = keys[:, 0]
         self._taken[rows] = 0
 
@@ -414,6 +428,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         the least certain part of a plan; averaging overlapping plans smooths them.
       physics: physics of the inference rollouts (must be the training physics).
       gaits: the gaits of the training data (a checkpoint's ``gaits``); the others are refused.
+      replan_on_change: replan at once when the command or gait changes (:class:`RecedingHorizonPolicy`).
 
     Attributes:
       command, gait: settable overrides (None: read from each observation).
@@ -425,7 +440,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
     def __init__(self, params, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer, *, execute_steps: int,
                  ode_steps: int | None = None, seed: int = 0, command: Sequence[float] | None = None,
                  gait: str | None = None, ensemble: int = 1, physics: PhysicsConfig = PHYSICS,
-                 gaits: Sequence[str] = GAITS):
+                 gaits: Sequence[str] = GAITS, replan_on_change: bool = True):
         most = -(-dit.horizon // execute_steps) if _is_int(execute_steps) and execute_steps > 0 else 1
         if not _is_int(ensemble) or not 1 <= ensemble <= most:
             raise ValueError(f"ensemble must be an int in [1, {most}] (plans that overlap a step with "
@@ -433,7 +448,7 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         self.ensemble = int(ensemble)
         self._history = self._age = None
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
-                         command=command, gait=gait, gaits=gaits)
+                         command=command, gait=gait, gaits=gaits, replan_on_change=replan_on_change)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
         self.normalizer = normalizer

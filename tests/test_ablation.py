@@ -41,6 +41,7 @@ def test_variants_parse_with_typed_overrides_and_bad_ones_are_named():
     assert parse_variant("a=runs/x") == ("a", "runs/x", {})
     assert parse_variant("N=4=ck:ode_steps=4,ensemble=2,tag=b") == ("N", "4=ck", {"ode_steps": 4, "ensemble": 2,
                                                                                 "tag": "b"})
+    assert parse_variant("a=ck:replan_on_change=False,x=true") == ("a", "ck", {"replan_on_change": False, "x": True})
     with pytest.raises(ValueError, match="--variant must be NAME=PATH"):
         parse_variant("no-path")
     with pytest.raises(ValueError, match="--controller a: option 'ode_steps' is not key=value"):

@@ -95,6 +95,26 @@ def test_command_and_gait_overrides(ckpt_dir, obs):
         policy.command = (0.1, np.nan, 0.0)
 
 
+def test_a_new_command_or_gait_is_planned_for_at_once(ckpt_dir, obs):
+    turned, bound = obs.copy(), obs.copy()
+    turned[37:40] = (-0.5, 0.3, 0.0)
+    bound[40:44] = np.eye(4)[gait_index("bound")]
+    for changed in (turned, bound):
+        policy = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=4)
+        policy.act(obs)
+        first = policy.last_actions.copy()
+        a = policy.act(changed)  # the plan for obs has 3 actions left, but answers another command / gait
+        assert not np.allclose(policy.last_actions, first)
+        np.testing.assert_array_equal(a, policy.last_actions[0])
+        np.testing.assert_array_equal(policy.act(changed), policy.last_actions[1])  # then the new plan runs on
+    lazy = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=4, replan_on_change=False)
+    lazy.act(obs)
+    first = lazy.last_actions.copy()
+    np.testing.assert_array_equal(lazy.act(turned), first[1])  # waits until its plan is used up
+    with pytest.raises(ValueError, match="replan_on_change"):
+        DynaFlowPolicy.from_checkpoint(ckpt_dir, replan_on_change="yes")
+
+
 def test_native_sampler_equals_the_mjx_sampler(ckpt_dir, obs):
     """Two ODE steps: the policy's native-MuJoCo rollouts give the plan of dynaflow_policy.flow.sample (MJX)."""
     policy = DynaFlowPolicy.from_checkpoint(ckpt_dir, ode_steps=2, seed=5)

@@ -72,6 +72,7 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
       command: fixed (vx, vy, yaw rate) to follow instead of the observation's command.
       gait: fixed gait name to follow instead of the observation's gait.
       gaits: the gaits of the training data; the others are refused (ValueError naming these).
+      replan_on_change: replan at once when the command or gait changes (``RecedingHorizonPolicy``).
 
     Attributes:
       command, gait: settable overrides (None: read from each observation), as for ``DynaFlowPolicy``.
@@ -82,9 +83,9 @@ class StateFlowIDPolicy(RecedingHorizonPolicy):
     def __init__(self, params: Any, dit: DiTConfig, flow: FlowConfig, normalizer: Normalizer,
                  inverse_dynamics: InverseDynamics, *, execute_steps: int, ode_steps: int | None = None,
                  seed: int = 0, command: Sequence[float] | None = None, gait: str | None = None,
-                 gaits: Sequence[str] = GAITS):
+                 gaits: Sequence[str] = GAITS, replan_on_change: bool = True):
         super().__init__(dit.horizon, flow, execute_steps=execute_steps, ode_steps=ode_steps, seed=seed,
-                         command=command, gait=gait, gaits=gaits)
+                         command=command, gait=gait, gaits=gaits, replan_on_change=replan_on_change)
         self.params = jax.tree.map(jnp.asarray, params)
         self.dit = dit
         self.normalizer = normalizer

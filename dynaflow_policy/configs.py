@@ -191,6 +191,10 @@ class DiTTrainConfig:
     """Seed of the initial parameters, the noise, the train / held-out split and the data order."""
     held_out_fraction: float = 0.1
     """Fraction of each gait's trajectories held out for evaluation (split by trajectory)."""
+    constant_command_windows: bool = False
+    """Train and evaluate only on windows whose command holds over all H + 1 states: the planner is told
+    one command per plan, and a window whose command changes inside it shows the demonstrator answering a
+    command the model is not told (a drift it would learn to make unasked)."""
     log_every: int = 100
     """Steps between logged training metrics (averaged over the interval)."""
     eval_every: int = 2_000
@@ -209,11 +213,12 @@ class DiTTrainConfig:
     flow: FlowConfig = FlowConfig()
     """Flow matching and sampler config."""
 
-    RESUMABLE_FIELDS = ("dataset", "steps", "lr", "batch_size", "log_every", "eval_every", "eval_windows",
-                        "checkpoint_every", "keep_checkpoints")
+    RESUMABLE_FIELDS = ("dataset", "constant_command_windows", "steps", "lr", "batch_size", "log_every",
+                        "eval_every", "eval_windows", "checkpoint_every", "keep_checkpoints")
     """Fields that may differ between a run and the checkpoint it resumes (a class constant, not a field).
 
-    ``dataset`` may change so that moved files can be named; a resumed run keeps
+    ``dataset`` may change so that moved files can be named, or files added to fine-tune;
+    ``constant_command_windows`` may change to fine-tune on held commands alone; a resumed run keeps
     the checkpoint's normaliser, and the same data order only with the same data.
     ``lr`` may change because AdamW's state does not depend on it: lowering it
     anneals a run that has plateaued. Every logged line records the ``lr`` in use.

@@ -51,6 +51,13 @@ def test_held_commands_hold_then_ramp_smoothly():
     assert set(nonzero.tolist()) == {1, 3}  # pure single-axis commands and combined ones
 
 
+def test_the_expert_presets_stepping_commands_jump_in_one_control_step():
+    cfg = C.PRESETS["expert"]["steps"]
+    cmd = C.command_schedule(np.random.default_rng(3), cfg.n_states(), cfg)  # 10 s: knots every 75 steps
+    changed = np.flatnonzero(np.any(np.diff(cmd, axis=0) != 0, axis=1)) + 1  # steps whose command is new
+    assert set(changed.tolist()) <= set(range(75, cfg.n_states(), 75)) and len(changed) >= 4
+
+
 def test_edge_knots_sit_near_the_ends_of_the_ranges():
     cfg = C.CollectConfig(command_knot_seconds=1.0, command_transition_seconds=0.5, edge_probability=1.0,
                           stand_probability=0.0)

@@ -173,6 +173,21 @@ def test_normalizer_of_a_large_pool_uses_a_seeded_subset(dataset_path, monkeypat
     assert not np.array_equal(a.std, full.std)
 
 
+def test_constant_command_windows_leave_out_the_windows_a_command_change_crosses(dataset_path, tmp_path):
+    from dynaflow_policy.data.schema import load_dataset
+
+    ds = load_dataset(dataset_path)
+    commands = ds.commands.copy()
+    commands[0, H + 2:] += 0.2  # trajectory 0 changes its command once, at state H + 2
+    changed = str(tmp_path / "changed.npz")
+    save_dataset(changed, dataclasses.replace(ds, commands=commands))
+    every = load_windows(_config(changed))
+    held = load_windows(_config(changed, constant_command_windows=True))
+    # The windows of states s..s+H with s < H + 2 <= s + H (s = 2 .. H + 1) cross the change: H of them.
+    assert sum(map(len, every)) - sum(map(len, held)) == H
+    assert "constant_command_windows" in TrainConfig.RESUMABLE_FIELDS  # a run may fine-tune on held commands
+
+
 def test_data_order_is_a_function_of_seed_and_step(dataset_path):
     train, held = load_windows(_config(dataset_path))
     assert (len(train), len(held)) == (16, 16)  # 2 + 2 trajectories x (12 - 4) windows

@@ -116,3 +116,18 @@ def test_held_out_windows_never_share_a_trajectory():
     # States (which encode the trajectory) of the two sets are disjoint too.
     assert np.intersect1d(tb["states"][..., 0] // 1000, hb["states"][..., 0] // 1000).size == 0
     assert np.all(np.diff(np.unique(hb["start"])) == 5)
+
+
+def test_constant_command_only_drops_exactly_the_windows_a_command_step_crosses():
+    ds = _dataset()
+    commands = np.zeros((N, T, 3), np.float32)
+    commands[:, 12:] = (0.5, 0.0, -0.3)  # one command step at state 12 of every trajectory
+    ds = Dataset(ds.states, commands, ds.gait, ds.metadata, ds.expert_actions)
+    kept = WindowSet(ds, H, constant_command_only=True).all()
+    # A window of states s..s+H holds one command unless s < 12 <= s + H, i.e. s in 8..11.
+    assert sorted(set(kept["start"].tolist())) == [s for s in range(T - H) if not 8 <= s <= 11]
+    assert len(kept["start"]) == N * (T - H - 4)
+    np.testing.assert_array_equal(kept["command"][kept["start"] >= 12], np.float32([[0.5, 0.0, -0.3]] * N * (T - H - 12)))
+    train, held = train_held_out_windows(ds, H, held_out_fraction=0.3, seed=0, constant_command_only=True)
+    assert len(train) + len(held) == len(kept["start"])
+    assert not {8, 9, 10, 11} & (set(train.start.tolist()) | set(held.start.tolist()))

@@ -381,6 +381,10 @@ def collect(expert_path: str | os.PathLike, config: CollectConfig = CollectConfi
 _HOLDING_COMMANDS = dict(command_knot_seconds=3.0, command_transition_seconds=0.5, single_axis_probability=0.3)
 """Commands held for 2.5 s (much longer than a 0.32 s window) with 0.5 s ramps between them: a model told
 a window's first command is then told the command of the whole window in most windows."""
+_STEPPING_COMMANDS = dict(command_knot_seconds=1.5, command_transition_seconds=0.02, single_axis_probability=0.3)
+"""Commands that jump to a new value every 1.5 s (a ramp of one control step): the demonstrator's answer to a
+command step, from the states a walking robot is in when a joystick moves. Held-command data has almost none
+of these: after a 0.5 s ramp the robot already walks at the new command."""
 _AT_REST = dict(seconds=0.5, init_linvel_std=0.0, init_angvel_std=0.0, init_joint_vel_std=0.0, **_HOLDING_COMMANDS)
 
 def _four_gaits(seed: int, walk: int, rest: int, settled: int, edges: int) -> dict[str, CollectConfig]:
@@ -408,6 +412,7 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
         "rest_starts": CollectConfig(trajectories=1200, seed=1, **_AT_REST),
         "settled_0.4": CollectConfig(trajectories=400, seed=2, settle_seconds=0.4, **_AT_REST),
         "settled_1.0": CollectConfig(trajectories=400, seed=3, settle_seconds=1.0, **_AT_REST),
+        "steps": CollectConfig(trajectories=96, seed=41, **_STEPPING_COMMANDS),
     },
     "expert-heldout": {
         "walk": CollectConfig(trajectories=32, seed=77, **_HOLDING_COMMANDS),
@@ -420,7 +425,9 @@ PRESETS: dict[str, dict[str, CollectConfig]] = {
 ``expert``: walking under held commands over the expert's whole command range (zero, backward,
 sideways, turning and combinations), plus starts from rest and from the settled default pose (the
 Gymnasium env resets the robot at rest; the expert never stands still, so walking data has no such
-state). ``expert-heldout``: walking made with another seed, for evaluation. ``gaits`` and
+state), and walking under commands that jump every 1.5 s (``steps``: the demonstrator's answer to a
+joystick moved mid-stride, which ``eval/step_response.py`` measures controllers against; the recipe's
+training stages do not use it). ``expert-heldout``: walking made with another seed, for evaluation. ``gaits`` and
 ``gaits-heldout``: the same for each of the four gaits, from the four-gait expert, each gait over its own
 command ranges (``envs.task.GAIT_COMMAND_RANGES``); ``gaits`` adds walking under commands near the
 ends of each gait's ranges (``<gait>_edges``). ``--seed S`` adds S to every part's seed."""

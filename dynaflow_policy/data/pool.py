@@ -119,7 +119,8 @@ def load_windows(config: DiTTrainConfig, labels: bool = False) -> tuple[WindowPo
             raise ValueError(f"{path}: --flow.gait-clock conditions on the gait phase, but this dataset stores "
                              "none (the 'phase' field; python -m dynaflow_policy.data.kinematic writes it)")
         fitted = load_labels(path, ds)[0] if labels else None
-        tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed, labels=fitted)
+        tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed, labels=fitted,
+                                        constant_command_only=config.constant_command_windows)
         train.append(tr)
         held.append(ho)
     return WindowPool(train), WindowPool(held)

@@ -25,7 +25,7 @@ import numpy as np
 
 from dynaflow_policy import checkpoint
 from dynaflow_policy.data.schema import load_dataset
-from dynaflow_policy.data.windows import WindowSet, train_held_out_windows
+from dynaflow_policy.data.windows import WindowSet, constant_command, train_held_out_windows
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
 
@@ -95,13 +95,6 @@ def training_split(path: str | os.PathLike) -> TrainingSplit:
     except (KeyError, TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"{resolved}: bad training config in {checkpoint.META_FILE}: "
                                          f"{type(e).__name__}: {e}") from e
-
-
-def constant_command(windows: WindowSet) -> np.ndarray:
-    """(W,) bool: the windows whose command is the same at all of their H + 1 states."""
-    steps = windows.start[:, None] + np.arange(windows.horizon + 1)  # (W, H+1)
-    commands = windows.dataset.commands[windows.traj_index[:, None], steps]  # (W, H+1, 3)
-    return np.all(commands == commands[:, :1], axis=(1, 2))
 
 
 def held_out_windows_for(splits: Sequence[TrainingSplit], data_path: str | os.PathLike, windows: int, seed: int,

@@ -50,6 +50,9 @@ class WindowSet:
       stride: steps between consecutive window starts.
       labels: (N, T-1, 12) fitted action labels of the dataset's transitions
         (``dynaflow_policy.data.labels``), or None.
+      constant_command_only: keep only the windows whose command is the same at all H + 1 states
+        (:func:`constant_command`): a planner is told one command for its whole plan, and a window whose
+        command changes shows the demonstrator answering a command the model is not told.
 
     Attributes:
       dataset, horizon, stride, labels.
@@ -59,7 +62,7 @@ class WindowSet:
     """
 
     def __init__(self, dataset: Dataset, horizon: int, trajectories=None, stride: int = 1,
-                 labels: np.ndarray | None = None):
+                 labels: np.ndarray | None = None, constant_command_only: bool = False):
         if labels is not None and np.shape(labels) != (dataset.n_trajectories, dataset.n_steps - 1, 12):
             raise ValueError(f"labels must have shape (N, T-1, 12) = ({dataset.n_trajectories}, "
                              f"{dataset.n_steps - 1}, 12) for this dataset, got {np.shape(labels)}")
@@ -78,6 +81,9 @@ class WindowSet:
         self.traj_index = np.repeat(traj, starts.size)  # (W,)
         self.start = np.tile(starts, traj.size)  # (W,)
         self._offsets = np.arange(self.horizon + 1, dtype=np.int64)  # (H+1,)
+        if constant_command_only:
+            keep = constant_command(self)  # (W,)
+            self.traj_index, self.start = self.traj_index[keep], self.start[keep]
 
     def __len__(self) -> int:
         return int(self.start.size)
@@ -140,6 +146,13 @@ class WindowSet:
             yield self.batch(order[i:i + batch_size])
 
 
+def constant_command(windows: WindowSet) -> np.ndarray:
+    """(W,) bool: the windows whose command is the same at all of their H + 1 states."""
+    steps = windows.start[:, None] + np.arange(windows.horizon + 1)  # (W, H+1)
+    commands = windows.dataset.commands[windows.traj_index[:, None], steps]  # (W, H+1, 3)
+    return np.all(commands == commands[:, :1], axis=(1, 2))
+
+
 def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int,
                        episode: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train / held-out split of trajectory indices, stratified by gait.
@@ -190,7 +203,8 @@ def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int,
 
 def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: float = 0.1, seed: int = 0,
                            stride: int = 1, held_out_stride: int | None = None,
-                           labels: np.ndarray | None = None) -> tuple[WindowSet, WindowSet]:
+                           labels: np.ndarray | None = None,
+                           constant_command_only: bool = False) -> tuple[WindowSet, WindowSet]:
     """Train and held-out windows from disjoint trajectories, and disjoint episodes where the dataset
     has them (:func:`split_trajectories`).
 
@@ -202,10 +216,12 @@ def train_held_out_windows(dataset: Dataset, horizon: int, held_out_fraction: fl
       stride: window stride of the training set.
       held_out_stride: window stride of the held-out set (default: ``stride``).
       labels: (N, T-1, 12) fitted action labels, given to both sets, or None.
+      constant_command_only: both sets keep only windows of constant command (:class:`WindowSet`).
 
     Returns:
       (train, held_out) window sets. The held-out set may be empty (fraction 0).
     """
     train, held = split_trajectories(dataset.gait, held_out_fraction, seed, dataset.episode)
-    return (WindowSet(dataset, horizon, train, stride, labels),
-            WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride, labels))
+    return (WindowSet(dataset, horizon, train, stride, labels, constant_command_only),
+            WindowSet(dataset, horizon, held, stride if held_out_stride is None else held_out_stride, labels,
+                      constant_command_only))

@@ -4,9 +4,12 @@ Receding horizon. At a replanning step the policy reads the state, command and
 gait from the observation, expresses the state in its heading frame, samples
 an action plan U (H, 12) with the flow ODE from that state, executes its first
 ``execute_steps`` actions one per :meth:`RecedingHorizonPolicy.act` call, and
-then replans from the state it has reached. A new command or gait (in the
-observation or set on the policy) therefore takes effect at the next
-replanning, at most ``execute_steps - 1`` control steps (20 ms each) later.
+then replans from the state it has reached. A plan answers one command and
+gait: when the observation's (or the override's) change, the environment
+replans in that same ``act`` call (``replan_on_change``, default on; off, the
+change waits for the next replanning, up to ``execute_steps - 1`` control
+steps of 20 ms), and with ``ensemble`` > 1 its older plans, made for the old
+command, are no longer averaged in.
 
 Batches. ``act`` takes one observation (44,) or a batch (N, 44) from a
 Gymnasium vector env, with one plan, action count and noise stream per
@@ -297,8 +300,9 @@ class RecedingHorizonPolicy:
             (N, 44) observations of N environments (row i: environment i, the same N until :meth:`reset`).
 
         Returns:
-          (12,) or (N, 12) float32 actions in [-1, 1]. The environments whose plan is used up (or
-          that have none) are planned together, in one call of :meth:`sample`.
+          (12,) or (N, 12) float32 actions in [-1, 1]. The environments whose plan is used up, that have
+          none, or (with ``replan_on_change``) whose command or gait changed are planned together, in one
+          call of :meth:`sample`.
 
         Raises:
           ValueError: obs of the wrong shape, non-finite, or with an invalid gait one-hot (naming the
@@ -322,7 +326,8 @@ class RecedingHorizonPolicy:
 
     def plan(self, x: np.ndarray, command: Sequence[float] | np.ndarray, gait: int | np.ndarray,
              phase: float | np.ndarray | None = None) -> np.ndarray:
-        """Samples new plans for every environment from world-frame states; :meth:`act` executes them next.
+        """Samples new plans for every environment from world-frame states; :meth:`act` executes them next
+        (unless, with ``replan_on_change``, it reads another command or gait than those given here).
 
         Args:
           x: (37,) state, or (N, 37) states of the N environments; command: (3,) or (N, 3);
@@ -486,9 +491,11 @@ class DynaFlowPolicy(RecedingHorizonPolicy):
         self._age[rows] = self.horizon
 
     def _replan(self, rows: np.ndarray, x: np.ndarray, command: np.ndarray, gait: np.ndarray) -> None:
+        changed = rows[np.any(command != self._plan_commands[rows], axis=1) | (gait != self._plan_gaits[rows])]
         super()._replan(rows, x, command, gait)
         self._history[rows] = np.roll(self._history[rows], 1, axis=1)
         self._age[rows] = np.roll(self._age[rows], 1, axis=1)
+        self._age[changed, 1:] = self.horizon  # plans made for another command or gait are not averaged in
         self._history[rows, 0] = self._plans[rows]
         self._age[rows, 0] = 0
 

@@ -104,9 +104,18 @@ def test_a_new_command_or_gait_is_planned_for_at_once(ckpt_dir, obs):
         policy.act(obs)
         first = policy.last_actions.copy()
         a = policy.act(changed)  # the plan for obs has 3 actions left, but answers another command / gait
+        eager = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=1)  # replans every step: same keys
+        eager.act(obs)
+        eager.act(changed)
+        np.testing.assert_allclose(policy.last_actions, eager.last_actions, atol=1e-6)  # planned for `changed`
         assert not np.allclose(policy.last_actions, first)
         np.testing.assert_array_equal(a, policy.last_actions[0])
         np.testing.assert_array_equal(policy.act(changed), policy.last_actions[1])  # then the new plan runs on
+    ensembled = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=1, ensemble=4)
+    for _ in range(3):
+        ensembled.act(obs)
+    # the three plans made for obs are not averaged into the first action for the new command
+    np.testing.assert_array_equal(ensembled.act(turned), ensembled.last_actions[0])
     lazy = DynaFlowPolicy.from_checkpoint(ckpt_dir, execute_steps=4, replan_on_change=False)
     lazy.act(obs)
     first = lazy.last_actions.copy()

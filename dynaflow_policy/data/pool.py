@@ -138,7 +138,8 @@ class WindowSampler:
 
     def __init__(self, pool: WindowPool, batch_size: int, seed: int):
         if len(pool) == 0:
-            raise ValueError("no training windows (every trajectory is held out or shorter than H + 1)")
+            raise ValueError("no training windows (every trajectory is held out or shorter than H + 1, or, with "
+                             "--constant-command-windows, every window's command changes inside it)")
         self.pool, self.batch_size, self.seed = pool, batch_size, seed
         self._perms: dict[int, np.ndarray] = {}
 

@@ -146,11 +146,22 @@ class WindowSet:
             yield self.batch(order[i:i + batch_size])
 
 
+def command_changes(commands: np.ndarray) -> np.ndarray:
+    """(N, T) int64: how many times each trajectory's command has changed up to each step.
+
+    Steps a <= b hold one command exactly when the counts at a and b are equal.
+
+    Args:
+      commands: (N, T, 3) commands.
+    """
+    changed = np.any(commands[:, 1:] != commands[:, :-1], axis=-1)  # (N, T-1): the command at step k+1 is new
+    return np.concatenate([np.zeros((len(commands), 1), np.int64), np.cumsum(changed, axis=1)], axis=1)
+
+
 def constant_command(windows: WindowSet) -> np.ndarray:
     """(W,) bool: the windows whose command is the same at all of their H + 1 states."""
-    steps = windows.start[:, None] + np.arange(windows.horizon + 1)  # (W, H+1)
-    commands = windows.dataset.commands[windows.traj_index[:, None], steps]  # (W, H+1, 3)
-    return np.all(commands == commands[:, :1], axis=(1, 2))
+    changes = command_changes(windows.dataset.commands)  # (N, T)
+    return changes[windows.traj_index, windows.start] == changes[windows.traj_index, windows.start + windows.horizon]
 
 
 def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int,

@@ -64,8 +64,9 @@ def main(args: Args) -> str:
     for name, path, _ in controllers:
         if not os.path.exists(path):
             raise FileNotFoundError(f"--controller {name}: {path} does not exist")
-        if checkpoint_kind(path) != "dynaflow":
-            raise ValueError(f"--controller {name}: {path} is a {checkpoint_kind(path)!r} checkpoint; this "
+        kind = checkpoint_kind(path)
+        if kind != "dynaflow":
+            raise ValueError(f"--controller {name}: {path} is a {kind!r} checkpoint; this "
                              "measures the action plans of DynaFlow checkpoints")
     if not os.path.exists(args.data):
         raise FileNotFoundError(f"--data {args.data} does not exist (python -m dynaflow_policy.data.collect "

@@ -48,6 +48,8 @@ class DiTConfig:
       action_dim: width of an action, 12 (``envs.physics.ACTION_DIM``).
       cond_dim: width of c, 3 command + 4 gait one-hot = 7 (15 with the gait clock: ``FlowConfig.cond_dim``).
       time_freq_dim: number of sinusoidal features of the flow time t (even).
+      plan_head_width: width of the plan head, a two-layer MLP from (x0, c) straight to all H outputs,
+        added to the DiT's before the tanh (``model.PlanHead``; zero-initialised); 0 = none (the paper's DiT).
     """
 
     d_model: int = 128
@@ -59,8 +61,12 @@ class DiTConfig:
     action_dim: int = ACTION_DIM
     cond_dim: int = COND_DIM
     time_freq_dim: int = 256
+    plan_head_width: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.plan_head_width, int) or isinstance(self.plan_head_width, bool) \
+                or self.plan_head_width < 0:
+            raise ValueError(f"DiTConfig.plan_head_width must be an int >= 0, got {self.plan_head_width!r}")
         for name in ("d_model", "depth", "num_heads", "horizon", "state_dim", "action_dim", "cond_dim",
                      "time_freq_dim"):
             value = getattr(self, name)
@@ -195,6 +201,11 @@ class DiTTrainConfig:
     """Train and evaluate only on windows whose command holds over all H + 1 states: the planner is told
     one command per plan, and a window whose command changes inside it shows the demonstrator answering a
     command the model is not told (a drift it would learn to make unasked)."""
+    command_change_repeats: int = 1
+    """How many times each training window that starts within ``data.windows.COMMAND_CHANGE_SPAN`` (8) control
+    steps after a command change is drawn, relative to the others (1 = uniform): the answer to a new command
+    is the rarest thing in demonstrations whose commands hold for seconds, and what a controller shows most
+    when it lags. Held-out windows are never repeated."""
     log_every: int = 100
     """Steps between logged training metrics (averaged over the interval)."""
     eval_every: int = 2_000
@@ -213,12 +224,13 @@ class DiTTrainConfig:
     flow: FlowConfig = FlowConfig()
     """Flow matching and sampler config."""
 
-    RESUMABLE_FIELDS = ("dataset", "constant_command_windows", "steps", "lr", "batch_size", "log_every",
-                        "eval_every", "eval_windows", "checkpoint_every", "keep_checkpoints")
+    RESUMABLE_FIELDS = ("dataset", "constant_command_windows", "command_change_repeats", "steps", "lr", "batch_size",
+                        "log_every", "eval_every", "eval_windows", "checkpoint_every", "keep_checkpoints")
     """Fields that may differ between a run and the checkpoint it resumes (a class constant, not a field).
 
     ``dataset`` may change so that moved files can be named, or files added to fine-tune;
-    ``constant_command_windows`` may change to fine-tune on held commands alone; a resumed run keeps
+    ``constant_command_windows`` may change to fine-tune on held commands alone, ``command_change_repeats`` to
+    fine-tune on the answers to command changes; a resumed run keeps
     the checkpoint's normaliser, and the same data order only with the same data.
     ``lr`` may change because AdamW's state does not depend on it: lowering it
     anneals a run that has plateaued. Every logged line records the ``lr`` in use.
@@ -228,7 +240,7 @@ class DiTTrainConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         object.__setattr__(self, "dataset", tuple(os.fspath(p) for p in self.dataset))
-        for field in ("horizon", "batch_size", "steps", "log_every", "eval_every", "eval_windows",
+        for field in ("horizon", "batch_size", "steps", "command_change_repeats", "log_every", "eval_every", "eval_windows",
                       "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -314,10 +326,15 @@ class TrainConfig(DiTTrainConfig):
     (``dynaflow_policy.flow.foot_contact_violation``; scaled like :attr:`foot_height_weight`). One value, or
     one per gait. 0 = none (the paper's recipe)."""
 
+    plan_head_weight: float = 0.0
+    """Weight of a term regressing the DiT's plan head alone (``DiTConfig.plan_head_width`` > 0) on the fitted
+    labels of the data's start states, with either objective (``train.batch_loss``): the head then holds the
+    demonstrator's answer to (x0, c), which the DiT, through noised tokens, learns slowly. 0 = none."""
+
     PER_GAIT_FIELDS = ("start_noise", "foot_height_weight", "foot_contact_weight")
     """Loss fields that take one value or one per gait of ``envs.task.GAITS`` (each window takes its gait's)."""
     LOSS_FIELDS = ("start_noise", "start_noise_uniform", "objective", "label_weight", "own_plan_fraction",
-                   "foot_height_weight", "foot_contact_weight")
+                   "foot_height_weight", "foot_contact_weight", "plan_head_weight")
     """The fields that choose the loss (:attr:`loss_options`, keyword arguments of ``train.batch_loss``)."""
     RESUMABLE_FIELDS = DiTTrainConfig.RESUMABLE_FIELDS + LOSS_FIELDS
     """:attr:`DiTTrainConfig.RESUMABLE_FIELDS` and :attr:`LOSS_FIELDS`, which may change to fine-tune a run
@@ -340,6 +357,12 @@ class TrainConfig(DiTTrainConfig):
                                            or any(self.foot_contact_weight_per_gait)):
             raise ValueError("--label-weight, --start-noise, --foot-height-weight and --foot-contact-weight apply "
                              "to the matching objective; --objective labels takes none of them")
+        if not self.plan_head_weight >= 0:
+            raise ValueError(f"TrainConfig.plan_head_weight (--plan-head-weight) must be >= 0, "
+                             f"got {self.plan_head_weight}")
+        if self.plan_head_weight > 0 and not self.dit_config.plan_head_width:
+            raise ValueError("TrainConfig.plan_head_weight (--plan-head-weight) needs a DiT with a plan head "
+                             "(dit:custom --dit.plan-head-width W)")
 
     @property
     def start_noise_per_gait(self) -> tuple[float, ...]:
@@ -363,8 +386,8 @@ class TrainConfig(DiTTrainConfig):
 
     @property
     def uses_labels(self) -> bool:
-        """Whether training reads fitted action labels (the labels objective, or an auxiliary label term)."""
-        return self.objective == "labels" or self.label_weight > 0
+        """Whether training reads fitted action labels (the labels objective, an auxiliary label term, or the plan head's)."""
+        return self.objective == "labels" or self.label_weight > 0 or self.plan_head_weight > 0
 
 
 def default_config() -> TrainConfig:

@@ -6,7 +6,14 @@
     t (B,) ─ sinusoid(1000 t) ─ MLP ─┐
                                      + ─► conditioning vector (B, D)
     c (B, 7) ─────────────── MLP ─┘          │ AdaLN shift/scale/gate in every block
-    tokens ─ depth x DiTBlock ─ FinalLayer ─ tokens 1..H ─ tanh ─► U (B, H, 12)
+    tokens ─ depth x DiTBlock ─ FinalLayer ─ tokens 1..H ─ (+ plan head) ─ tanh ─► U (B, H, 12)
+
+With ``DiTConfig.plan_head_width`` > 0 a :class:`PlanHead`, an MLP of the normalised x0
+and c alone, adds its own guess of all H outputs before the tanh. The DiT reaches x0 only
+through attention and c only through AdaLN, and, over noised future tokens at a random
+flow time, it learns the answer to a new command slowly (docs/training.md, "Answering a
+command step"); the head gives that answer, E[U | x0, c], a direct path, and the DiT
+learns what the flow's tokens add to it.
 
 With ``predict="states"`` (the state-space baseline, ``dynaflow_policy.baselines``)
 the final layer emits 37 numbers per token and tokens 1..H, without tanh, are
@@ -130,6 +137,31 @@ class FinalLayer(nn.Module):
         return _zero_dense(self.out_dim, "projection")(_modulate(_layer_norm()(x), shift, scale))
 
 
+class PlanHead(nn.Module):
+    """Dense(W) - SiLU - Dense(W) - SiLU - zero-initialised Dense(H * out_dim): (x0, c) -> (B, H, out_dim).
+
+    Zero-initialised, so adding it leaves a fresh model's output unchanged.
+
+    Attributes:
+      width: hidden width W.
+      horizon: H.
+      out_dim: outputs per step.
+    """
+
+    width: int
+    horizon: int
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, x0: jax.Array, cond: jax.Array) -> jax.Array:
+        """x0 (B, 37) normalised start state, cond (B, C) -> (B, H, out_dim)."""
+        h = jnp.concatenate([x0, cond], axis=-1)  # (B, 37 + C)
+        h = nn.silu(nn.Dense(self.width)(h))  # (B, W)
+        h = nn.silu(nn.Dense(self.width)(h))  # (B, W)
+        out = _zero_dense(self.horizon * self.out_dim, "projection")(h)  # (B, H * out_dim)
+        return out.reshape(x0.shape[0], self.horizon, self.out_dim)
+
+
 class DiT1d(nn.Module):
     """D_theta(X_t, t, c) -> U, the action sequence whose rollout is the predicted X_1.
 
@@ -177,10 +209,29 @@ class DiT1d(nn.Module):
         c = t_emb + c_emb  # (B, D)
         for i in range(cfg.depth):
             h = DiTBlock(cfg.num_heads, cfg.mlp_dim, name=f"block_{i}")(h, c)  # (B, H+1, D)
-        if self.predict == "states":
-            return FinalLayer(cfg.state_dim, name="final")(h, c)[:, 1:]  # (B, H, 37)
-        out = FinalLayer(cfg.action_dim, name="final")(h, c)  # (B, H+1, 12)
-        return jnp.tanh(out[:, 1:])  # (B, H, 12)
+        out_dim = cfg.state_dim if self.predict == "states" else cfg.action_dim
+        out = FinalLayer(out_dim, name="final")(h, c)[:, 1:]  # (B, H, out_dim)
+        if cfg.plan_head_width:
+            out = out + PlanHead(cfg.plan_head_width, cfg.horizon, out_dim, name="plan_head")(x_t[:, 0], cond)
+        return out if self.predict == "states" else jnp.tanh(out)  # (B, H, 37) or (B, H, 12)
+
+
+def plan_head_actions(params: dict, config: DiTConfig, x0: jax.Array, cond: jax.Array) -> jax.Array:
+    """The plan head's own actions, tanh(PlanHead(x0, c)), without the DiT (for its own loss term).
+
+    Args:
+      params: ``{"params": ...}`` of a :class:`DiT1d` with ``config.plan_head_width`` > 0.
+      config: that DiT's config.
+      x0: (B, 37) normalised start states (heading frame).
+      cond: (B, C) conditioning.
+
+    Returns:
+      (B, H, 12) actions in [-1, 1].
+    """
+    if not config.plan_head_width:
+        raise ValueError("plan_head_actions: the DiT has no plan head (DiTConfig.plan_head_width is 0)")
+    head = PlanHead(config.plan_head_width, config.horizon, config.action_dim)
+    return jnp.tanh(head.apply({"params": params["params"]["plan_head"]}, x0, cond))
 
 
 def init_params(config: DiTConfig, rng: jax.Array, predict: str = "actions") -> dict:

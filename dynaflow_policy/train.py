@@ -56,7 +56,7 @@ from dynaflow_policy.data.pool import (EVAL_STREAM, NO_DATASET, WindowSampler, e
                                       prepare_batch)
 from dynaflow_policy.devices import initialize_distributed, set_host_device_count, to_host
 from dynaflow_policy.flow import label_loss, matching_loss, sample
-from dynaflow_policy.model import DiT1d
+from dynaflow_policy.model import DiT1d, plan_head_actions
 from dynaflow_policy.normalizer import Normalizer
 from dynaflow_policy.run_log import METRICS_FILE, MetricsDict, MetricsLog, ProgressFn
 from dynaflow_policy.train_state import (TrainState, apply_gradients, init_train_state, load_checkpoint,
@@ -74,9 +74,14 @@ def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer,
                dit: DiTConfig, flow: FlowConfig, start_noise: float | tuple[float, ...] = 0.0, objective: str = "matching",
                label_weight: float = 0.0, own_plan_fraction: float = 0.0,
                start_noise_uniform: bool = False, foot_height_weight: float | tuple[float, ...] = 0.0,
-               foot_contact_weight: float | tuple[float, ...] = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+               foot_contact_weight: float | tuple[float, ...] = 0.0,
+               plan_head_weight: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The loss of one raw batch (heading frame and conditioning applied here); the keyword
     arguments after ``flow`` are ``TrainConfig.loss_options``.
+
+    With ``plan_head_weight`` > 0, ``plan_head_weight * mean((tanh(PlanHead(x0, c)) - labels)^2)`` is
+    added (``model.plan_head_actions``; aux ``train/plan_head_mse``): the DiT's plan head regressed on its own
+    on the data start state's fitted labels, so that it holds E[U | x0, c] and the DiT learns the rest.
 
     A per-gait ``start_noise``, ``foot_height_weight`` or ``foot_contact_weight`` (one value per gait of
     ``envs.task.GAITS``) gives each window its gait's.
@@ -90,12 +95,19 @@ def batch_loss(params: Any, batch: dict[str, jax.Array], normalizer: Normalizer,
         value if isinstance(value, numbers.Real) else jnp.asarray(value, x1.dtype)[batch["gait"]]  # (B,)
         for value in (start_noise, foot_height_weight, foot_contact_weight))
     if objective == "labels":
-        return label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow,
-                          own_plan_fraction=own_plan_fraction)
-    return matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
-                         labels=batch.get("labels"), label_weight=label_weight, own_plan_fraction=own_plan_fraction,
-                         start_noise_uniform=start_noise_uniform, foot_height_weight=foot_height_weight,
-                         foot_contact_weight=foot_contact_weight)
+        loss, aux = label_loss(params, DiT1d(dit).apply, x1, cond, batch["labels"], rng, normalizer, flow,
+                               own_plan_fraction=own_plan_fraction)
+    else:
+        loss, aux = matching_loss(params, DiT1d(dit).apply, x1, cond, rng, normalizer, flow, start_noise=start_noise,
+                                  labels=batch.get("labels"), label_weight=label_weight,
+                                  own_plan_fraction=own_plan_fraction, start_noise_uniform=start_noise_uniform,
+                                  foot_height_weight=foot_height_weight, foot_contact_weight=foot_contact_weight)
+    if plan_head_weight > 0:
+        head = plan_head_actions(params, dit, normalizer.normalize(x1[:, 0]), cond)  # (B, H, 12)
+        head_mse = jnp.mean((head - batch["labels"]) ** 2)
+        loss = loss + plan_head_weight * head_mse
+        aux = {**aux, "train/loss": loss, "train/plan_head_mse": head_mse}
+    return loss, aux
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], normalizer: Normalizer, *, dit: DiTConfig,

@@ -1,6 +1,7 @@
 """Training on fitted action labels: the regression stage learns (here with own-plan inputs), and a run
 continues with the matching loss and the auxiliary label term."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -44,6 +45,19 @@ def test_regression_on_labels_learns_then_the_matching_loss_continues(labelled, 
                                rtol=1e-5)
 
 
+def test_the_plan_head_learns_the_labels_of_the_start_state_on_its_own(labelled, tmp_path):
+    """plan_head_weight: the head, which sees only (x0, c), is regressed on the labels; its term is part of the loss."""
+    path, _ = labelled
+    workdir = str(tmp_path / "run")
+    dit = dataclasses.replace(_config(path).dit, plan_head_width=32)
+    train_and_evaluate(_config(path, objective="labels", plan_head_weight=2.0, dit=dit, steps=150, lr=3e-3,
+                               log_every=10), workdir)
+    rows = [r for r in read_metrics(os.path.join(workdir, METRICS_FILE)) if "train/plan_head_mse" in r]
+    assert rows[-1]["train/plan_head_mse"] < 0.3 * rows[0]["train/plan_head_mse"], (rows[0], rows[-1])
+    np.testing.assert_allclose(rows[-1]["train/loss"],
+                               rows[-1]["train/label_mse"] + 2.0 * rows[-1]["train/plan_head_mse"], rtol=1e-5)
+
+
 def test_training_on_labels_that_were_never_fitted_names_the_file(tmp_path):
     path = str(tmp_path / "unlabelled.npz")
     make_dataset(path)
@@ -54,7 +68,9 @@ def test_training_on_labels_that_were_never_fitted_names_the_file(tmp_path):
 @pytest.mark.parametrize("overrides, option", [(dict(objective="labels", label_weight=1.0), "--label-weight"),
                                                (dict(label_weight=-1.0), "--label-weight"),
                                                (dict(own_plan_fraction=1.5), "--own-plan-fraction"),
-                                               (dict(objective="states"), "--objective")])
+                                               (dict(objective="states"), "--objective"),
+                                               (dict(plan_head_weight=-1.0), "--plan-head-weight"),
+                                               (dict(plan_head_weight=1.0), "--plan-head-weight.*plan-head-width")])
 def test_label_options_are_validated_by_name(overrides, option):
     with pytest.raises(ValueError, match=option):
         TrainConfig(**overrides)

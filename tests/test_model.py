@@ -131,3 +131,23 @@ def test_states_mode_predicts_unbounded_normalised_states(fresh):
     assert float(jnp.abs(X).max()) > 2.0  # not squashed into [-1, 1]
     with pytest.raises(ValueError, match=r"predict must be one of \('actions', 'states'\), got 'state'"):
         DiT1d(TINY, predict="state")
+
+
+def test_plan_head_is_zero_at_init_and_reads_only_x0_and_cond():
+    """plan_head_width > 0: a fresh model still outputs U = 0; once trained, the head's share of U depends on
+    x0 and c and on nothing else (not the noised tokens 1..H, not t)."""
+    config = DiTConfig(d_model=32, depth=2, num_heads=2, mlp_ratio=2.0, horizon=4, plan_head_width=16)
+    params = jax.jit(init_params, static_argnums=0)(config, jax.random.PRNGKey(0))
+    assert set(params["params"]) - set(init_params(TINY, jax.random.PRNGKey(0))["params"]) == {"plan_head"}
+    apply = jax.jit(DiT1d(config).apply)
+    x_t, t, cond = _inputs(config)
+    np.testing.assert_array_equal(np.asarray(apply(params, x_t, t, cond)), 0.0)
+    head_only = {"params": {**jax.tree.map(jnp.zeros_like, params["params"]),
+                            "plan_head": _perturbed(params["params"]["plan_head"])}}
+    U = apply(head_only, x_t, t, cond)
+    assert float(jnp.abs(U).max()) > 1e-3
+    np.testing.assert_allclose(apply(head_only, x_t.at[:, 1:].add(1.0), t + 0.3, cond), U, atol=1e-6)
+    for changed in [(x_t.at[:, 0].add(1.0), t, cond), (x_t, t, cond.at[:, 0].add(1.0))]:
+        assert float(jnp.abs(apply(head_only, *changed) - U).max()) > 1e-3
+    with pytest.raises(ValueError, match="plan_head_width must be an int >= 0, got -1"):
+        DiTConfig(plan_head_width=-1)

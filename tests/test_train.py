@@ -34,6 +34,7 @@ from dynaflow_policy.configs import DiTConfig, FlowConfig, TrainConfig
 from dynaflow_policy.data.kinematic import generate_kinematic_dataset
 from dynaflow_policy.data.pool import WindowPool, WindowSampler, load_windows, prepare_batch
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata, save_dataset
+from dynaflow_policy.data.windows import COMMAND_CHANGE_SPAN
 from dynaflow_policy.devices import to_host
 from dynaflow_policy.train import jit_eval_step, make_mesh, replicate, shard_batch, train_and_evaluate
 from dynaflow_policy.train_state import load_checkpoint, save_checkpoint
@@ -186,6 +187,18 @@ def test_constant_command_windows_leave_out_the_windows_a_command_change_crosses
     # The windows of states s..s+H with s < H + 2 <= s + H (s = 2 .. H + 1) cross the change: H of them.
     assert sum(map(len, every)) - sum(map(len, held)) == H
     assert "constant_command_windows" in TrainConfig.RESUMABLE_FIELDS  # a run may fine-tune on held commands
+    commands = ds.commands.copy()
+    commands[:, H + 2:] += 0.2  # every trajectory changes its command at state H + 2
+    save_dataset(changed, dataclasses.replace(ds, commands=commands))
+    train, held = load_windows(_config(changed))
+    repeated, held_repeated = load_windows(_config(changed, command_change_repeats=3))
+    # Windows starting at H + 2 .. H + 2 + COMMAND_CHANGE_SPAN - 1 answer the change; in training they count 3 times.
+    answering = min(COMMAND_CHANGE_SPAN, ds.n_steps - H - (H + 2)) * sum(len(s.trajectories) for s in train.sets)
+    assert answering > 0 and len(repeated) == len(train) + 2 * answering
+    assert len(held_repeated) == len(held)
+    with pytest.raises(ValueError, match="command_change_repeats must be a positive int, got 0"):
+        _config(changed, command_change_repeats=0)
+    assert "command_change_repeats" in TrainConfig.RESUMABLE_FIELDS
 
 
 def test_data_order_is_a_function_of_seed_and_step(dataset_path):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dynaflow_policy.data.schema import Dataset, DatasetMetadata
-from dynaflow_policy.data.windows import WindowSet, split_trajectories, train_held_out_windows, window_starts
+from dynaflow_policy.data.windows import (WindowSet, after_command_change, split_trajectories, train_held_out_windows,
+                                           window_starts)
 
 N, T, H = 10, 30, 4
 
@@ -131,3 +132,25 @@ def test_constant_command_only_drops_exactly_the_windows_a_command_step_crosses(
     train, held = train_held_out_windows(ds, H, held_out_fraction=0.3, seed=0, constant_command_only=True)
     assert len(train) + len(held) == len(kept["start"])
     assert not {8, 9, 10, 11} & (set(train.start.tolist()) | set(held.start.tolist()))
+
+
+def test_windows_after_a_command_change_can_be_drawn_more_often():
+    ds = _dataset()
+    commands = np.zeros((N, T, 3), np.float32)
+    commands[:, 12:] = (0.5, 0.0, -0.3)  # one command step at state 12 of every trajectory
+    ds = Dataset(ds.states, commands, ds.gait, ds.metadata, ds.expert_actions)
+    ws = WindowSet(ds, H)
+    after = after_command_change(ws, span=3)
+    # The command at 12 is new: windows starting at 12, 13, 14 answer it; 11 and 15 do not.
+    np.testing.assert_array_equal(np.flatnonzero(after[:T - H]), [12, 13, 14])
+    assert after.sum() == 3 * N
+    n_before = len(ws)
+    ws.repeat_where(after, 4)
+    assert len(ws) == n_before + 3 * 3 * N
+    starts = ws.all()["start"]
+    assert np.sum(starts == 13) == 4 * N and np.sum(starts == 11) == N
+    np.testing.assert_array_equal(ws.batch(np.flatnonzero(starts == 13))["states"][:, 0, 0] % 1000, 13)
+    with pytest.raises(ValueError, match="times must be an int >= 1, got 0"):
+        ws.repeat_where(after_command_change(ws), 0)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        ws.repeat_where(after[:5], 2)

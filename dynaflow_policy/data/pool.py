@@ -28,7 +28,7 @@ import numpy as np
 from dynaflow_policy.configs import DiTTrainConfig, FlowConfig, conditioning
 from dynaflow_policy.data.labels import load_labels
 from dynaflow_policy.data.schema import load_dataset
-from dynaflow_policy.data.windows import WindowSet, train_held_out_windows
+from dynaflow_policy.data.windows import WindowSet, after_command_change, train_held_out_windows
 from dynaflow_policy.frames import to_heading_frame
 from dynaflow_policy.normalizer import Normalizer
 from envs.task import GAITS
@@ -121,6 +121,8 @@ def load_windows(config: DiTTrainConfig, labels: bool = False) -> tuple[WindowPo
         fitted = load_labels(path, ds)[0] if labels else None
         tr, ho = train_held_out_windows(ds, config.horizon, config.held_out_fraction, config.seed, labels=fitted,
                                         constant_command_only=config.constant_command_windows)
+        if config.command_change_repeats > 1:
+            tr.repeat_where(after_command_change(tr), config.command_change_repeats)
         train.append(tr)
         held.append(ho)
     return WindowPool(train), WindowPool(held)

@@ -88,6 +88,18 @@ class WindowSet:
     def __len__(self) -> int:
         return int(self.start.size)
 
+    def repeat_where(self, mask: np.ndarray, times: int) -> None:
+        """Numbers the windows of ``mask`` (W,) bool ``times`` times in all, so a uniform draw over the set
+        picks them ``times`` times as often (e.g. :func:`after_command_change`); ``times`` >= 1."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.start.shape:
+            raise ValueError(f"mask must have shape {self.start.shape}, got {mask.shape}")
+        if not isinstance(times, (int, np.integer)) or times < 1:
+            raise ValueError(f"times must be an int >= 1, got {times!r}")
+        extra = np.tile(np.flatnonzero(mask), times - 1)  # ((times - 1) * M,)
+        self.traj_index = np.concatenate([self.traj_index, self.traj_index[extra]])
+        self.start = np.concatenate([self.start, self.start[extra]])
+
     @property
     def has_expert_actions(self) -> bool:
         return self.dataset.expert_actions is not None
@@ -162,6 +174,21 @@ def constant_command(windows: WindowSet) -> np.ndarray:
     """(W,) bool: the windows whose command is the same at all of their H + 1 states."""
     changes = command_changes(windows.dataset.commands)  # (N, T)
     return changes[windows.traj_index, windows.start] == changes[windows.traj_index, windows.start + windows.horizon]
+
+
+COMMAND_CHANGE_SPAN = 8
+"""Control steps after a command change within which a window counts as answering it
+(:func:`after_command_change`): a receding-horizon controller replans at the change and again every
+``execute_steps`` (<= 4) steps, so its first two plans after a change start in this span."""
+
+
+def after_command_change(windows: WindowSet, span: int = COMMAND_CHANGE_SPAN) -> np.ndarray:
+    """(W,) bool: the windows that start 0 .. span - 1 steps after their trajectory's command changed."""
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    changes = command_changes(windows.dataset.commands)  # (N, T)
+    before = np.maximum(windows.start - span, 0)
+    return changes[windows.traj_index, windows.start] > changes[windows.traj_index, before]
 
 
 def split_trajectories(gait: np.ndarray, held_out_fraction: float, seed: int,

@@ -83,8 +83,11 @@ class Go1Env(PipelineEnv):
       reward_weights: weights of the named reward terms.
       gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset,
         after a fall and with every new command.
-      resample_command_steps: a new command (and gait) is drawn every this
-        many steps (and after a fall).
+      resample_command_steps: a new command is drawn every this many steps
+        (and after a fall).
+      gait_redraw_probability: chance that the gait is drawn anew with a new
+        command (1: with every one; below 1, commands change within a gait, as a
+        joystick does). A fall always redraws it.
       randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
         joint angles and turn the robot to a uniform random yaw.
       config: physics config (the default is the project's frozen contract).
@@ -104,7 +107,8 @@ class Go1Env(PipelineEnv):
     """Size of each obs block, in order (as Gymnasium's MuJoCo envs expose it)."""
 
     def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
-                 gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500, randomize_init: bool = True,
+                 gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500,
+                 gait_redraw_probability: float = 1.0, randomize_init: bool = True,
                  config: PhysicsConfig = PHYSICS, domain_randomization: DomainRandomization | None = None,
                  policy_inputs: bool = False, gait_clock: bool = False, backend: str = "mjx"):
         if backend != "mjx":
@@ -113,6 +117,8 @@ class Go1Env(PipelineEnv):
             raise ValueError("gaits must name at least one gait, got ()")
         if resample_command_steps < 1:
             raise ValueError(f"resample_command_steps must be >= 1, got {resample_command_steps}")
+        if not 0.0 <= gait_redraw_probability <= 1.0:
+            raise ValueError(f"gait_redraw_probability must be in [0, 1], got {gait_redraw_probability}")
         gait_ids = np.array([gait_index(g) for g in gaits], np.int32)  # ValueError on an unknown name
         if gait_clock and not policy_inputs:
             raise ValueError("gait_clock=True appends the clock to the policy inputs: it needs policy_inputs=True")
@@ -128,6 +134,7 @@ class Go1Env(PipelineEnv):
         self.reward_weights = reward_weights
         self.gaits = tuple(gaits)
         self.resample_command_steps = int(resample_command_steps)
+        self.gait_redraw_probability = float(gait_redraw_probability)
         self.randomize_init = bool(randomize_init)
         self.config = config
         self.domain_randomization = domain_randomization
@@ -213,17 +220,21 @@ class Go1Env(PipelineEnv):
         x = jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # the obs and reward stay finite after a blow-up
         done = is_fallen(x, jnp) | ~finite
 
+        foot_z = self._foot_heights(pipeline_state)  # (4,) m
         contact, first_contact, air_time, next_air_time = update_feet(
-            self._foot_heights(pipeline_state), info["last_contact"], info["feet_air_time"], self.config.ctrl_dt, jnp)
+            foot_z, info["last_contact"], info["feet_air_time"], self.config.ctrl_dt, jnp)
         phase = advance_phase(info["phase"], info["gait"], self.config.ctrl_dt, jnp)
         terms = reward_terms(x, action, info["last_act"], info["command"], info["gait"], contact, air_time,
-                             first_contact, done, self.reward_weights, self.config, xp=jnp, phase=phase)
+                             first_contact, done, self.reward_weights, self.config, xp=jnp, phase=phase,
+                             foot_z=jnp.where(finite, foot_z, 0.0))
         reward = total_reward(terms, self.reward_weights, self.config)
 
         rng, k_cmd, k_gait, k_phys = jax.random.split(info["rng"], 4)
         count = info["step"] + 1
         resample = (count >= self.resample_command_steps) | done
-        gait = jnp.where(resample, self._sample_gait(k_gait), info["gait"])
+        coin = jax.random.uniform(jax.random.fold_in(k_gait, 1))
+        redraw = done | (resample & (coin < self.gait_redraw_probability))
+        gait = jnp.where(redraw, self._sample_gait(k_gait), info["gait"])
         command = jnp.where(resample, self._sample_command(k_cmd, gait), info["command"])
         new_info = {
             **info,

@@ -349,7 +349,7 @@ class Go1GymEnv(gymnasium.Env):
     def _get_rew(self, x, u, air_time, first_contact, terminated):
         terms = task.reward_terms(x, u, self._u_prev, self._command.astype(np.float64), task.gait_index(self._gait),
                                   self._last_contact, air_time, first_contact, terminated, self.reward_weights,
-                                  self.config, xp=np, phase=self._phase)
+                                  self.config, xp=np, phase=self._phase, foot_z=self._sim.foot_heights())
         reward = float(task.total_reward(terms, self.reward_weights, self.config))
         return reward, {f"reward/{k}": float(v) for k, v in terms.items()}
 

@@ -244,6 +244,9 @@ class RewardWeights:
     gait_schedule: float = 0.0
     """Weight of following the gait clock's contact schedule (:func:`scheduled_contact`); the four-gait expert
     trains with it, the trot expert did not."""
+    gait_height_sync: float = 0.0
+    """Weight of :func:`group_height_spread` (a penalty: use a negative weight), the dense counterpart of
+    ``gait_sync``: feet of one phase group should rise and fall together, not a few steps apart."""
     tracking_sigma: float = 0.25
     """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
 
@@ -314,8 +317,30 @@ def gait_sync(contact, gait, xp=np):
     return xp.mean((same_group == same_contact).astype(np.float32), axis=-1)
 
 
+def group_height_spread(foot_z, gait, xp=np):
+    """Mean height difference (m) between feet that the gait puts in one phase group.
+
+    0 while the feet of each group are at the same height; a pronk whose diagonal pairs lift a few
+    steps apart scores the height between them, where ``gait_sync`` only sees the steps when a
+    contact differs.
+
+    Args:
+      foot_z: (..., 4) foot site heights (m), order FR, FL, RR, RL.
+      gait: (...,) int index into GAITS.
+
+    Returns:
+      (...,) mean of |z_i - z_j| over the same-group foot pairs (2 for trot, pace and bound, 6 for pronk).
+    """
+    groups = xp.asarray(GAIT_PHASE_GROUPS)[gait]  # (..., 4)
+    i, j = _FOOT_PAIRS[:, 0], _FOOT_PAIRS[:, 1]
+    same_group = (groups[..., i] == groups[..., j]).astype(foot_z.dtype)  # (..., 6)
+    spread = xp.abs(foot_z[..., i] - foot_z[..., j])  # (..., 6)
+    return xp.sum(spread * same_group, axis=-1) / xp.sum(same_group, axis=-1)
+
+
 def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, fallen,
-                 weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS, xp=np, *, phase) -> dict:
+                 weights: RewardWeights = RewardWeights(), config: PhysicsConfig = PHYSICS, xp=np, *, phase,
+                 foot_z) -> dict:
     """Unweighted named reward terms for one control step.
 
     Args:
@@ -328,6 +353,7 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
       first_contact: (..., 4) 1.0 where a foot touched down in this step.
       fallen: (...,) bool, the episode ends in a fall.
       phase: (...,) gait phase in [0, 1) after the step (:func:`advance_phase`).
+      foot_z: (..., 4) foot site heights (m) after the step.
 
     Returns:
       dict name -> (...,) term; :func:`total_reward` weighs and sums them.
@@ -349,6 +375,7 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
         "termination": xp.asarray(fallen, x.dtype),
         "gait_sync": gait_sync(contact, gait, xp).astype(x.dtype) * moving,
         "gait_schedule": xp.mean((contact == scheduled_contact(phase, gait, xp)).astype(x.dtype), axis=-1),
+        "gait_height_sync": group_height_spread(foot_z, gait, xp).astype(x.dtype) * moving,
     }
 
 

@@ -115,7 +115,8 @@ def _transition(b: Batch, u: jax.Array, config: PhysicsConfig, weights: RewardWe
     terminated = task.is_fallen(x, jnp) | diverged
     phase = task.advance_phase(b.phase, b.gait, config.ctrl_dt, jnp)
     terms = task.reward_terms(x, u, b.u_prev, b.command, b.gait, contact, landed_air_time, first_contact, terminated,
-                              weights, config, xp=jnp, phase=phase)
+                              weights, config, xp=jnp, phase=phase,
+                              foot_z=jnp.where(diverged, 0.0, foot_z))
     out = {"reward": task.total_reward(terms, weights, config), "terms": terms, "terminated": terminated,
            "diverged": diverged, "torque": torque, "power": power, "contact": contact, "phase": phase}
     return Batch(x, b.command, b.gait, u, contact, air_time, phase), out

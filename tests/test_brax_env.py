@@ -25,7 +25,8 @@ RESAMPLE = 3
 
 @pytest.fixture(scope="module")
 def sim():
-    env = Go1Env(command_ranges=RANGES, gaits=GAIT_NAMES, resample_command_steps=RESAMPLE, randomize_init=False)
+    env = Go1Env(command_ranges=RANGES, gaits=GAIT_NAMES, resample_command_steps=RESAMPLE, gait_redraw_probability=0.0,
+                 randomize_init=False)
     reset = jax.jit(jax.vmap(env.reset))
     step = jax.jit(jax.vmap(env.step))
     state0 = reset(jax.random.split(jax.random.PRNGKey(0), B))
@@ -101,6 +102,7 @@ def test_commands_in_ranges_and_resampled(sim):
             np.testing.assert_array_equal(state.info["step"], k)
     assert np.all(np.any(c != c0, axis=-1))  # resampled after RESAMPLE steps
     np.testing.assert_array_equal(state.info["step"], 0)
+    np.testing.assert_array_equal(state.info["gait"], state0.info["gait"])  # gait_redraw_probability=0: kept
 
 
 def test_gait_index_and_onehot(sim):
@@ -185,6 +187,7 @@ def test_randomize_init():
 
 
 @pytest.mark.parametrize("kwargs", [dict(gaits=("gallop",)), dict(gaits=()), dict(resample_command_steps=0),
+                                    dict(gait_redraw_probability=1.5),
                                     dict(backend="generalized"), dict(gait_clock=True),
                                     dict(gaits=("trot", "pace"), command_ranges={"trot": CommandRanges()})])
 def test_constructor_rejects_bad_arguments(kwargs):

@@ -8,9 +8,9 @@ import pytest
 
 import envs
 from dynaflow_policy.closed_loop import (Scenario, command_result, evaluate, evaluate_command, markdown_table,
-                                         run_episode)
+                                         run_episode, stride_means)
 from envs.physics import BASE_LINVEL, STATE_DIM
-from envs.task import COMMAND_DIM, GAITS
+from envs.task import COMMAND_DIM, GAIT_PERIODS, GAITS
 
 
 class Stand:
@@ -59,12 +59,24 @@ def test_standing_controller_tracks_zero_and_misses_a_speed_command_by_its_size(
     assert np.isnan(still.reached_half_command)  # no command to reach
     moving = evaluate_command(stand, (0.5, 0.0, -0.4), episodes=2, seconds=2.0)
     assert moving.vx_rmse == pytest.approx(0.5, abs=0.05)  # standing still misses 0.5 m/s by 0.5 m/s
+    assert moving.vx_stride_rmse == pytest.approx(0.5, abs=0.05)  # in every stride too
     assert moving.yaw_rate_rmse == pytest.approx(0.4, abs=0.05)
     assert moving.reached_half_command == 0
     # Four feet down: no foot in the air, a third of the trot's foot pairs, all of the pronk's.
     assert still.gait == "trot" and still.feet_in_air == 0 and still.contact_pattern == pytest.approx(2 / 6)
     pronk = evaluate_command(stand, (0.0, 0.0, 0.0), episodes=1, seconds=2.0, gait="pronk")
     assert pronk.gait == "pronk" and pronk.contact_pattern == 1.0
+
+
+def test_stride_means_remove_the_surge_within_a_stride_and_keep_the_bias():
+    """A speed that surges once per gait period around a bias: each stride's mean is the bias, whatever the gait."""
+    trot, bound = (int(round(GAIT_PERIODS[GAITS.index(g)] / envs.PHYSICS.ctrl_dt)) for g in ("trot", "bound"))
+    assert (trot, bound) == (25, 20)
+    surge = lambda n, k: 0.3 * np.sin(2 * np.pi * np.arange(n * k) / n)  # k whole periods of n steps
+    errors = np.concatenate([0.05 + surge(trot, 2), -0.1 + surge(bound, 3), np.full(7, 9.0)])  # a partial stride
+    gaits = np.array([GAITS.index("trot")] * (2 * trot) + [GAITS.index("bound")] * (3 * bound + 7))
+    np.testing.assert_allclose(stride_means(errors, gaits), [0.05, 0.05, -0.1, -0.1, -0.1], atol=1e-12)
+    assert stride_means(errors[:trot - 1], gaits[:trot - 1]).shape == (0,)
 
 
 def test_reached_half_command_counts_the_episodes_that_get_going():

@@ -52,6 +52,10 @@ def test_config_checks():
         dataclasses.replace(TINY, gaits=("gallop",))
     with pytest.raises(ValueError, match="init_from"):
         dataclasses.replace(TINY, init_from="no/such/checkpoint")
+    with pytest.raises(ValueError, match="gait_redraw_probability"):
+        dataclasses.replace(TINY, gait_redraw_probability=-0.1)
+    with pytest.raises(ValueError, match="resample_command_steps"):
+        dataclasses.replace(TINY, resample_command_steps=0)
     assert ppo.PPOConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
     assert TINY.command_ranges["trot"] == envs.task.GAIT_COMMAND_RANGES["trot"]
     assert ppo.PPOConfig().command_ranges == {"trot": envs.task.CommandRanges()}

@@ -66,3 +66,12 @@ def test_gait_sync_is_batched_over_gaits():
     contact = np.array([[1, 0, 0, 1], [1, 0, 1, 0]], bool)
     np.testing.assert_allclose(task.gait_sync(contact, np.array([0, 1])), [1.0, 1.0])
     np.testing.assert_allclose(task.gait_sync(contact, np.array([1, 0])), [2 / 6, 2 / 6])
+
+
+def test_group_height_spread_measures_feet_of_one_group_apart():
+    """Diagonal pairs at 2 cm and 8 cm (FR, FL, RR, RL): a trot's groups are level; a pace's and a pronk's are not."""
+    z = np.array([0.02, 0.08, 0.08, 0.02])
+    spread = task.group_height_spread(np.stack([z] * 4), np.arange(4))  # trot, pace, bound, pronk
+    np.testing.assert_allclose(spread, [0.0, 0.06, 0.06, 4 * 0.06 / 6])
+    level = np.full((4, 4), 0.02)
+    np.testing.assert_allclose(task.group_height_spread(level, np.arange(4)), 0.0)

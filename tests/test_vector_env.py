@@ -18,8 +18,8 @@ from envs.vector_env import Go1VectorEnv
 N = 3
 STEP_KEYS = {"reward/tracking_lin_vel", "reward/tracking_ang_vel", "reward/lin_vel_z", "reward/ang_vel_xy",
              "reward/orientation", "reward/torques", "reward/action_rate", "reward/feet_air_time",
-             "reward/termination", "reward/gait_sync", "reward/gait_schedule", "diverged", "torque", "power",
-             "contact", "phase"}
+             "reward/termination", "reward/gait_sync", "reward/gait_schedule", "reward/gait_height_sync", "diverged",
+             "torque", "power", "contact", "phase"}
 START_KEYS = {"command", "gait"}
 
 

@@ -104,6 +104,11 @@ class PPOConfig:
     each one's contact pattern."""
     gait_clock: bool = False
     """The policy also reads the gait clock (``envs.task.gait_clock``); pair it with a ``gait_schedule`` reward."""
+    resample_command_steps: int = 500
+    """A new command is drawn every this many env steps (``envs.Go1Env``)."""
+    gait_redraw_probability: float = 1.0
+    """Chance that a new command comes with a newly drawn gait; below 1 the policy also meets command
+    changes within a gait."""
     per_gait_commands: bool = False
     """Draw each gait's commands from ``envs.task.GAIT_COMMAND_RANGES`` instead of ``CommandRanges()``."""
     reward_weights: RewardWeights = RewardWeights()
@@ -126,7 +131,8 @@ class PPOConfig:
         object.__setattr__(self, "value_hidden_layer_sizes", tuple(int(n) for n in self.value_hidden_layer_sizes))
         object.__setattr__(self, "gaits", tuple(self.gaits))
         for name in ("num_timesteps", "num_envs", "episode_length", "unroll_length", "batch_size",
-                     "num_minibatches", "num_updates_per_batch", "num_eval_envs", "keep_checkpoints"):
+                     "num_minibatches", "num_updates_per_batch", "num_eval_envs", "keep_checkpoints",
+                     "resample_command_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"PPOConfig.{name} must be a positive int, got {value!r}")
@@ -139,6 +145,8 @@ class PPOConfig:
         for name in ("learning_rate", "max_grad_norm", "reward_scaling", "clipping_epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.gait_redraw_probability <= 1.0:
+            raise ValueError(f"PPOConfig.gait_redraw_probability must be in [0, 1], got {self.gait_redraw_probability}")
         if not self.entropy_cost >= 0:
             raise ValueError(f"PPOConfig.entropy_cost must be >= 0, got {self.entropy_cost}")
         for name in ("discounting", "gae_lambda"):
@@ -339,7 +347,9 @@ def make_env(config: PPOConfig):
     from envs.randomization import DomainRandomization
 
     return Go1Env(command_ranges=config.command_ranges, gaits=config.gaits, reward_weights=config.reward_weights,
-                  policy_inputs=True, gait_clock=config.gait_clock,
+                  resample_command_steps=config.resample_command_steps,
+                  gait_redraw_probability=config.gait_redraw_probability, policy_inputs=True,
+                  gait_clock=config.gait_clock,
                   domain_randomization=DomainRandomization() if config.domain_randomization else None)
 
 

@@ -82,7 +82,7 @@ class Go1Env(PipelineEnv):
         mapping from each gait name in ``gaits`` to its own (e.g. ``envs.task.GAIT_COMMAND_RANGES``).
       reward_weights: weights of the named reward terms.
       gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset,
-        after a fall and with every new command.
+        after a fall and with a new command (see ``gait_redraw_probability``).
       resample_command_steps: a new command is drawn every this many steps
         (and after a fall).
       gait_redraw_probability: chance that the gait is drawn anew with a new

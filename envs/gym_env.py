@@ -323,15 +323,16 @@ class Go1GymEnv(gymnasium.Env):
             self._sim.set_state(x_prev)
             first_contact = np.zeros(4)
             air_time = np.zeros(4)
-        else:
+        foot_z = self._sim.foot_heights()  # (4,) m, of the state kept
+        if not diverged:
             self._last_contact, first_contact, air_time, self._air_time = task.update_feet(
-                self._sim.foot_heights(), self._last_contact, self._air_time, self.config.ctrl_dt)
+                foot_z, self._last_contact, self._air_time, self.config.ctrl_dt)
         self._x = x_next
         self._phase = float(task.advance_phase(self._phase, task.gait_index(self._gait), self.config.ctrl_dt))
 
         fallen = bool(task.is_fallen(x_next))
         terminated = fallen or diverged
-        reward, reward_info = self._get_rew(x_next, u, air_time, first_contact, terminated)
+        reward, reward_info = self._get_rew(x_next, u, air_time, first_contact, terminated, foot_z)
         self._u_prev = u
 
         info = {
@@ -346,10 +347,10 @@ class Go1GymEnv(gymnasium.Env):
         }
         return self.observation(), reward, terminated, False, info
 
-    def _get_rew(self, x, u, air_time, first_contact, terminated):
+    def _get_rew(self, x, u, air_time, first_contact, terminated, foot_z):
         terms = task.reward_terms(x, u, self._u_prev, self._command.astype(np.float64), task.gait_index(self._gait),
                                   self._last_contact, air_time, first_contact, terminated, self.reward_weights,
-                                  self.config, xp=np, phase=self._phase, foot_z=self._sim.foot_heights())
+                                  self.config, xp=np, phase=self._phase, foot_z=foot_z)
         reward = float(task.total_reward(terms, self.reward_weights, self.config))
         return reward, {f"reward/{k}": float(v) for k, v in terms.items()}
 

@@ -105,7 +105,7 @@ def _transition(b: Batch, u: jax.Array, config: PhysicsConfig, weights: RewardWe
     diverged = ~jnp.all(jnp.isfinite(x_new)) | (jnp.max(jnp.abs(x_new[NQ:])) > MAX_QVEL)
     x = jnp.where(diverged, b.x, x_new)  # keep the last finite state
     foot_ids = np.array([load_mj_model(config).site(name).id for name in FOOT_SITES])
-    foot_z = mjx.kinematics(mjx_model(config), data_from_state(x_new, config)).site_xpos[foot_ids, 2]
+    foot_z = mjx.kinematics(mjx_model(config), data_from_state(x, config)).site_xpos[foot_ids, 2]  # of the state kept
     contact, first_contact, landed_air_time, air_time = task.update_feet(foot_z, b.last_contact, b.air_time,
                                                                          config.ctrl_dt, jnp)
     contact = jnp.where(diverged, b.last_contact, contact)
@@ -115,8 +115,7 @@ def _transition(b: Batch, u: jax.Array, config: PhysicsConfig, weights: RewardWe
     terminated = task.is_fallen(x, jnp) | diverged
     phase = task.advance_phase(b.phase, b.gait, config.ctrl_dt, jnp)
     terms = task.reward_terms(x, u, b.u_prev, b.command, b.gait, contact, landed_air_time, first_contact, terminated,
-                              weights, config, xp=jnp, phase=phase,
-                              foot_z=jnp.where(diverged, 0.0, foot_z))
+                              weights, config, xp=jnp, phase=phase, foot_z=foot_z)
     out = {"reward": task.total_reward(terms, weights, config), "terms": terms, "terminated": terminated,
            "diverged": diverged, "torque": torque, "power": power, "contact": contact, "phase": phase}
     return Batch(x, b.command, b.gait, u, contact, air_time, phase), out

@@ -9,6 +9,7 @@ the same code.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping
 
 import numpy as np
@@ -247,12 +248,24 @@ class RewardWeights:
     gait_height_sync: float = 0.0
     """Weight of :func:`group_height_spread` (a penalty: use a negative weight), the dense counterpart of
     ``gait_sync``: feet of one phase group should rise and fall together, not a few steps apart."""
+    gait_height_sync_scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    """Per-gait factor (order :data:`GAITS`) on the ``gait_height_sync`` term: the pronk, whose diagonal pairs
+    lift apart, can take more of it, the bound, whose tracking it costs, less."""
     tracking_sigma: float = 0.25
     """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
 
+    def __post_init__(self):
+        scale = tuple(float(v) for v in self.gait_height_sync_scale)
+        if len(scale) != len(GAITS) or not all(math.isfinite(v) for v in scale):
+            raise ValueError(f"gait_height_sync_scale needs {len(GAITS)} finite factors (order {GAITS}), "
+                             f"got {self.gait_height_sync_scale!r}")
+        object.__setattr__(self, "gait_height_sync_scale", scale)  # a JSON list becomes a hashable tuple
+
     def as_dict(self) -> dict[str, float]:
+        """Weight of each named term (the keys of :func:`reward_terms`)."""
         d = dataclasses.asdict(self)
         d.pop("tracking_sigma")
+        d.pop("gait_height_sync_scale")
         return d
 
 
@@ -356,7 +369,8 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
       foot_z: (..., 4) foot site heights (m) after the step.
 
     Returns:
-      dict name -> (...,) term; :func:`total_reward` weighs and sums them.
+      dict name -> (...,) term; :func:`total_reward` weighs and sums them. ``gait_height_sync`` already carries
+      its per-gait factor (``weights.gait_height_sync_scale``).
     """
     v_body = body_linvel(x, xp)
     w_body = x[..., BASE_ANGVEL]
@@ -375,7 +389,8 @@ def reward_terms(x, u, u_prev, command, gait, contact, air_time, first_contact, 
         "termination": xp.asarray(fallen, x.dtype),
         "gait_sync": gait_sync(contact, gait, xp).astype(x.dtype) * moving,
         "gait_schedule": xp.mean((contact == scheduled_contact(phase, gait, xp)).astype(x.dtype), axis=-1),
-        "gait_height_sync": group_height_spread(foot_z, gait, xp).astype(x.dtype) * moving,
+        "gait_height_sync": (group_height_spread(foot_z, gait, xp).astype(x.dtype) * moving
+                             * xp.asarray(weights.gait_height_sync_scale, x.dtype)[gait]),
     }
 
 

@@ -23,7 +23,8 @@ from dynaflow_policy.experts.policy import CLOCKED_POLICY_INPUTS
 TINY = ppo.PPOConfig(num_timesteps=160, num_evals=2, num_envs=4, episode_length=10, unroll_length=5, batch_size=4,
                      num_minibatches=2, num_updates_per_batch=1, policy_hidden_layer_sizes=(8, 8),
                      value_hidden_layer_sizes=(8,), num_eval_envs=2, gaits=envs.GAITS, gait_clock=True,
-                     per_gait_commands=True, reward_weights=envs.task.RewardWeights(gait_schedule=1.0))
+                     per_gait_commands=True, reward_weights=envs.task.RewardWeights(
+                         gait_schedule=1.0, gait_height_sync=-1.0, gait_height_sync_scale=(1.0, 1.0, 0.0, 2.0)))
 
 
 @pytest.fixture(scope="module")

@@ -75,3 +75,27 @@ def test_group_height_spread_measures_feet_of_one_group_apart():
     np.testing.assert_allclose(spread, [0.0, 0.06, 0.06, 4 * 0.06 / 6])
     level = np.full((4, 4), 0.02)
     np.testing.assert_allclose(task.group_height_spread(level, np.arange(4)), 0.0)
+
+
+def test_height_term_takes_its_per_gait_factor():
+    """The same staggered feet, one row per gait: the term is the spread times that gait's factor, while moving."""
+    weights = task.RewardWeights(gait_height_sync_scale=(1.0, 0.5, 0.0, 3.0))
+    x = np.tile(PHYSICS.home_state, (4, 1)).astype(np.float32)
+    u = np.zeros((4, 12), np.float32)
+    z = np.tile([0.02, 0.08, 0.08, 0.02], (4, 1)).astype(np.float32)
+    gait = np.arange(4)
+    feet = np.zeros((4, 4))
+
+    def term(command):
+        return task.reward_terms(x, u, u, np.tile(command, (4, 1)).astype(np.float32), gait, feet > 0, feet, feet,
+                                 np.zeros(4, bool), weights, phase=np.zeros(4), foot_z=z)["gait_height_sync"]
+
+    spread = task.group_height_spread(z, gait)
+    np.testing.assert_allclose(term([0.5, 0.0, 0.0]), spread * [1.0, 0.5, 0.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(term([0.0, 0.0, 0.0]), 0.0)  # standing still: no gait to keep
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 1.0), (1.0, 1.0, float("nan"), 1.0)])
+def test_height_scale_needs_one_finite_factor_per_gait(scale):
+    with pytest.raises(ValueError, match="gait_height_sync_scale.*trot"):
+        task.RewardWeights(gait_height_sync_scale=scale)

@@ -88,6 +88,9 @@ class Go1Env(PipelineEnv):
       gait_redraw_probability: chance that the gait is drawn anew with a new
         command (1: with every one; below 1, commands change within a gait, as a
         joystick does). A fall always redraws it.
+      single_axis_probability: chance that a drawn command keeps only one of its three components (chosen
+        uniformly) and zeros the others: a straight walk, a sidestep or a turn in place, as evaluations command,
+        which a uniform draw over all three almost never gives.
       randomize_init: at reset, add U(+-INIT_JOINT_NOISE) rad to the home
         joint angles and turn the robot to a uniform random yaw.
       config: physics config (the default is the project's frozen contract).
@@ -108,7 +111,8 @@ class Go1Env(PipelineEnv):
 
     def __init__(self, command_ranges: CommandRanges = CommandRanges(), reward_weights: RewardWeights = RewardWeights(),
                  gaits: tuple[str, ...] = ("trot",), resample_command_steps: int = 500,
-                 gait_redraw_probability: float = 1.0, randomize_init: bool = True,
+                 gait_redraw_probability: float = 1.0, single_axis_probability: float = 0.0,
+                 randomize_init: bool = True,
                  config: PhysicsConfig = PHYSICS, domain_randomization: DomainRandomization | None = None,
                  policy_inputs: bool = False, gait_clock: bool = False, backend: str = "mjx"):
         if backend != "mjx":
@@ -119,6 +123,8 @@ class Go1Env(PipelineEnv):
             raise ValueError(f"resample_command_steps must be >= 1, got {resample_command_steps}")
         if not 0.0 <= gait_redraw_probability <= 1.0:
             raise ValueError(f"gait_redraw_probability must be in [0, 1], got {gait_redraw_probability}")
+        if not 0.0 <= single_axis_probability <= 1.0:
+            raise ValueError(f"single_axis_probability must be in [0, 1], got {single_axis_probability}")
         gait_ids = np.array([gait_index(g) for g in gaits], np.int32)  # ValueError on an unknown name
         if gait_clock and not policy_inputs:
             raise ValueError("gait_clock=True appends the clock to the policy inputs: it needs policy_inputs=True")
@@ -135,6 +141,7 @@ class Go1Env(PipelineEnv):
         self.gaits = tuple(gaits)
         self.resample_command_steps = int(resample_command_steps)
         self.gait_redraw_probability = float(gait_redraw_probability)
+        self.single_axis_probability = float(single_axis_probability)
         self.randomize_init = bool(randomize_init)
         self.config = config
         self.domain_randomization = domain_randomization
@@ -290,9 +297,16 @@ class Go1Env(PipelineEnv):
         return jnp.concatenate([inputs, gait_clock(phase, gait, jnp)]) if self.gait_clock else inputs
 
     def _sample_command(self, rng: jax.Array, gait: jax.Array) -> jax.Array:
-        """(3,) command, uniform in the command ranges of ``gait``."""
-        return jax.random.uniform(rng, (COMMAND_DIM,), minval=jnp.asarray(self._command_low)[gait],
-                                  maxval=jnp.asarray(self._command_high)[gait])
+        """(3,) command, uniform in the command ranges of ``gait``, reduced to one component with probability
+        ``single_axis_probability``."""
+        command = jax.random.uniform(rng, (COMMAND_DIM,), minval=jnp.asarray(self._command_low)[gait],
+                                     maxval=jnp.asarray(self._command_high)[gait])
+        if self.single_axis_probability == 0.0:  # no extra draws: runs without it keep their random streams
+            return command
+        k_single, k_axis = jax.random.split(jax.random.fold_in(rng, 1))
+        keep = jax.nn.one_hot(jax.random.randint(k_axis, (), 0, COMMAND_DIM), COMMAND_DIM) > 0
+        single = jax.random.uniform(k_single) < self.single_axis_probability
+        return jnp.where(single & ~keep, 0.0, command)
 
     def _sample_gait(self, rng: jax.Array) -> jax.Array:
         """() int32 index into GAITS, uniform over ``self.gaits``."""

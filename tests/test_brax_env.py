@@ -105,6 +105,22 @@ def test_commands_in_ranges_and_resampled(sim):
     np.testing.assert_array_equal(state.info["gait"], state0.info["gait"])  # gait_redraw_probability=0: kept
 
 
+def test_single_axis_commands_keep_one_component_of_the_same_draw(sim):
+    """At probability 0.5 about half the commands keep one component (the one of the draw at probability 0) and
+    zero the other two; the rest are the draw at probability 0 unchanged. RANGES never give a zero component."""
+    _, reset, _, _ = sim
+    env = Go1Env(command_ranges=RANGES, gaits=GAIT_NAMES, single_axis_probability=0.5, randomize_init=False)
+    keys = jax.random.split(jax.random.PRNGKey(5), 400)
+    full = np.asarray(reset(keys).info["command"])  # (400, 3)
+    got = np.asarray(jax.jit(jax.vmap(env.reset))(keys).info["command"])
+    kept = got != 0
+    single = kept.sum(axis=1) == 1
+    assert np.all(single | kept.all(axis=1))
+    np.testing.assert_array_equal(got[kept], full[kept])
+    assert 0.4 < single.mean() < 0.6
+    assert len(set(np.argmax(kept[single], axis=1))) == 3  # every axis is kept sometimes
+
+
 def test_gait_index_and_onehot(sim):
     _, reset, _, _ = sim
     state = reset(jax.random.split(jax.random.PRNGKey(3), B))

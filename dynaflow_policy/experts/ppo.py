@@ -109,6 +109,9 @@ class PPOConfig:
     gait_redraw_probability: float = 1.0
     """Chance that a new command comes with a newly drawn gait; below 1 the policy also meets command
     changes within a gait."""
+    single_axis_probability: float = 0.0
+    """Chance that a drawn command keeps one component and zeros the others (``envs.Go1Env``): straight
+    walks, sidesteps and turns in place, the commands evaluations give."""
     per_gait_commands: bool = False
     """Draw each gait's commands from ``envs.task.GAIT_COMMAND_RANGES`` instead of ``CommandRanges()``."""
     reward_weights: RewardWeights = RewardWeights()
@@ -147,6 +150,8 @@ class PPOConfig:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.gait_redraw_probability <= 1.0:
             raise ValueError(f"PPOConfig.gait_redraw_probability must be in [0, 1], got {self.gait_redraw_probability}")
+        if not 0.0 <= self.single_axis_probability <= 1.0:
+            raise ValueError(f"PPOConfig.single_axis_probability must be in [0, 1], got {self.single_axis_probability}")
         if not self.entropy_cost >= 0:
             raise ValueError(f"PPOConfig.entropy_cost must be >= 0, got {self.entropy_cost}")
         for name in ("discounting", "gae_lambda"):
@@ -348,7 +353,8 @@ def make_env(config: PPOConfig):
 
     return Go1Env(command_ranges=config.command_ranges, gaits=config.gaits, reward_weights=config.reward_weights,
                   resample_command_steps=config.resample_command_steps,
-                  gait_redraw_probability=config.gait_redraw_probability, policy_inputs=True,
+                  gait_redraw_probability=config.gait_redraw_probability,
+                  single_axis_probability=config.single_axis_probability, policy_inputs=True,
                   gait_clock=config.gait_clock,
                   domain_randomization=DomainRandomization() if config.domain_randomization else None)
 

@@ -78,8 +78,9 @@ class Go1Env(PipelineEnv):
     """Go1 velocity-command (joystick) task on MJX, for Brax training (PPO) and data collection.
 
     Args:
-      command_ranges: uniform ranges the velocity commands are drawn from: one for every gait, or a
-        mapping from each gait name in ``gaits`` to its own (e.g. ``envs.task.GAIT_COMMAND_RANGES``).
+      command_ranges: ranges the velocity commands are drawn from uniformly (see ``single_axis_probability``):
+        one for every gait, or a mapping from each gait name in ``gaits`` to its own (e.g.
+        ``envs.task.GAIT_COMMAND_RANGES``).
       reward_weights: weights of the named reward terms.
       gaits: gait names (from ``envs.task.GAITS``) drawn uniformly at reset,
         after a fall and with a new command (see ``gait_redraw_probability``).
@@ -303,7 +304,8 @@ class Go1Env(PipelineEnv):
                                      maxval=jnp.asarray(self._command_high)[gait])
         if self.single_axis_probability == 0.0:  # no extra draws: runs without it keep their random streams
             return command
-        k_single, k_axis = jax.random.split(jax.random.fold_in(rng, 1))
+        # fold_in tags below COMMAND_DIM would reuse a counter of the uniform draw above
+        k_single, k_axis = jax.random.split(jax.random.fold_in(rng, COMMAND_DIM))
         keep = jax.nn.one_hot(jax.random.randint(k_axis, (), 0, COMMAND_DIM), COMMAND_DIM) > 0
         single = jax.random.uniform(k_single) < self.single_axis_probability
         return jnp.where(single & ~keep, 0.0, command)

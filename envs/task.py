@@ -246,8 +246,9 @@ class RewardWeights:
     """Weight of following the gait clock's contact schedule (:func:`scheduled_contact`); the four-gait expert
     trains with it, the trot expert did not."""
     gait_height_sync: float = 0.0
-    """Weight of :func:`group_height_spread` (a penalty: use a negative weight), the dense counterpart of
-    ``gait_sync``: feet of one phase group should rise and fall together, not a few steps apart."""
+    """Weight of :func:`group_height_spread` times the gait's ``gait_height_sync_scale`` (a penalty: use a negative
+    weight), the dense counterpart of ``gait_sync``: feet of one phase group should rise and fall together, not a
+    few steps apart."""
     gait_height_sync_scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     """Per-gait factor (order :data:`GAITS`) on the ``gait_height_sync`` term: the pronk, whose diagonal pairs
     lift apart, can take more of it, the bound, whose tracking it costs, less."""
@@ -255,9 +256,12 @@ class RewardWeights:
     """Width (m^2/s^2) of the exponential velocity-tracking kernels."""
 
     def __post_init__(self):
-        scale = tuple(float(v) for v in self.gait_height_sync_scale)
-        if len(scale) != len(GAITS) or not all(math.isfinite(v) for v in scale):
-            raise ValueError(f"gait_height_sync_scale needs {len(GAITS)} finite factors (order {GAITS}), "
+        try:
+            scale = tuple(float(v) for v in self.gait_height_sync_scale)
+        except TypeError:
+            scale = ()
+        if len(scale) != len(GAITS) or not all(math.isfinite(v) and v >= 0 for v in scale):
+            raise ValueError(f"gait_height_sync_scale needs {len(GAITS)} finite factors >= 0 (order {GAITS}), "
                              f"got {self.gait_height_sync_scale!r}")
         object.__setattr__(self, "gait_height_sync_scale", scale)  # a JSON list becomes a hashable tuple
 

@@ -57,6 +57,7 @@ def test_config_checks():
         dataclasses.replace(TINY, gait_redraw_probability=-0.1)
     with pytest.raises(ValueError, match="single_axis_probability"):
         dataclasses.replace(TINY, single_axis_probability=1.5)
+    assert ppo.make_env(dataclasses.replace(TINY, single_axis_probability=0.5)).single_axis_probability == 0.5
     with pytest.raises(ValueError, match="resample_command_steps"):
         dataclasses.replace(TINY, resample_command_steps=0)
     assert ppo.PPOConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY

@@ -82,7 +82,7 @@ def test_height_term_takes_its_per_gait_factor():
     weights = task.RewardWeights(gait_height_sync_scale=(1.0, 0.5, 0.0, 3.0))
     x = np.tile(PHYSICS.home_state, (4, 1)).astype(np.float32)
     u = np.zeros((4, 12), np.float32)
-    z = np.tile([0.02, 0.08, 0.08, 0.02], (4, 1)).astype(np.float32)
+    z = np.tile([0.02, 0.08, 0.05, 0.02], (4, 1)).astype(np.float32)  # every gait's groups apart
     gait = np.arange(4)
     feet = np.zeros((4, 4))
 
@@ -91,11 +91,12 @@ def test_height_term_takes_its_per_gait_factor():
                                  np.zeros(4, bool), weights, phase=np.zeros(4), foot_z=z)["gait_height_sync"]
 
     spread = task.group_height_spread(z, gait)
+    assert np.all(spread > 0)
     np.testing.assert_allclose(term([0.5, 0.0, 0.0]), spread * [1.0, 0.5, 0.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose(term([0.0, 0.0, 0.0]), 0.0)  # standing still: no gait to keep
 
 
-@pytest.mark.parametrize("scale", [(1.0, 1.0, 1.0), (1.0, 1.0, float("nan"), 1.0)])
+@pytest.mark.parametrize("scale", [(1.0, 1.0, 1.0), (1.0, 1.0, float("nan"), 1.0), (1.0, -1.0, 1.0, 1.0), 2.0])
 def test_height_scale_needs_one_finite_factor_per_gait(scale):
     with pytest.raises(ValueError, match="gait_height_sync_scale.*trot"):
         task.RewardWeights(gait_height_sync_scale=scale)
